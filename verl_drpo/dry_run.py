@@ -1,0 +1,384 @@
+"""Prove that a recipe's Hydra overrides start on the installed verl, without Ray, a GPU, a model or data.
+
+Usage::
+
+    python -m verl_drpo.dry_run [--entry main_ppo|fully_async] [--json PATH] [--quiet] OVERRIDE [OVERRIDE ...]
+
+What it does, in the order verl itself would meet each problem:
+
+1. composes verl's packaged trainer config (``verl/trainer/config/ppo_trainer.yaml``, or the fully-async one) with
+   the overrides through Hydra's compose API, so a misspelt key fails here exactly as it would in
+   ``python -m verl.trainer.main_ppo``;
+2. runs verl's own ``verl.utils.config.validate_config`` (the driver-side check ``main_ppo`` runs before
+   ``ray.init``), which also converts the actor section to its dataclass and validates batch sizes;
+3. converts the actor section once more with ``omega_conf_to_dataclass`` and reports the policy-loss config class
+   (``_target_``) that the workers will build;
+4. checks that the loss mode is in verl's policy-loss registry (an unregistered mode would otherwise pass every
+   config check and fail only at the first actor update, inside a Ray worker);
+5. repeats the start-up assertions that verl's asynchronous trainers make in their constructors (they run only
+   after Ray and the workers are up on a real job);
+6. calls ``verl_drpo.plugin.check_trainer_config`` when the plugin provides it, and prints its warnings;
+7. prints the resolved settings that decide what the run computes, and exits 0.
+
+Exit status: 0 valid; 2 the overrides do not compose (unknown key, bad syntax); 3 verl or this package rejects the
+composed config; 4 the loss mode is not registered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+# entry name -> (package whose config/ directory holds the primary config, primary config name, the python module a
+# real run starts). Both entry points use @hydra.main(config_path="config") relative to their own module.
+ENTRIES: dict[str, tuple[str, str, str]] = {
+    "main_ppo": ("verl.trainer", "ppo_trainer", "verl.trainer.main_ppo"),
+    "fully_async": (
+        "verl.experimental.fully_async_policy",
+        "fully_async_ppo_trainer",
+        "verl.experimental.fully_async_policy.fully_async_main",
+    ),
+}
+
+# Loss modes whose anchor must be the rollout engine's log-probs (mu): DPPO's Takeaway 2 and DRPO's Eq. 8.
+ANCHORED_LOSS_MODES = ("drpo", "spo", "pg_is", "mask_drpo", "dppo_tv", "dppo_kl")
+
+EXIT_OK, EXIT_COMPOSE, EXIT_INVALID, EXIT_UNREGISTERED = 0, 2, 3, 4
+
+
+class DryRunError(Exception):
+    """A recipe's overrides were rejected; ``exit_code`` says at which stage."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class DryRunReport:
+    entry: str
+    settings: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def compose_config(overrides: list[str], entry: str = "main_ppo"):
+    """Compose verl's packaged config for ``entry`` with ``overrides``; raise DryRunError(exit 2) on failure."""
+    import importlib.util
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if entry not in ENTRIES:
+        raise DryRunError(f"unknown entry {entry!r}; choose one of {sorted(ENTRIES)}", EXIT_COMPOSE)
+    package, config_name, _ = ENTRIES[entry]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DryRunError(f"{package} is not importable: is verl installed in this interpreter?", EXIT_COMPOSE)
+    config_dir = os.path.join(list(spec.submodule_search_locations)[0], "config")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base=None):
+            return compose(config_name=config_name, overrides=list(overrides))
+    except Exception as exc:  # Hydra wraps the OmegaConf error; show both layers
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc}" + (f"\n  cause: {type(cause).__name__}: {cause}" if cause is not None else "")
+        raise DryRunError(
+            f"the overrides do not compose with verl's {config_name}.yaml ({type(exc).__name__}):\n  {detail}\n"
+            f"Check the key's spelling (`python -m {ENTRIES[entry][2]} --cfg job` prints every key). A leading "
+            "'+' is only for the fields a selected dataclass adds, e.g. "
+            "+actor_rollout_ref.actor.policy_loss.drpo_delta=12.5.",
+            EXIT_COMPOSE,
+        ) from exc
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def open_dict_ctx(cfg):
+    from omegaconf import open_dict
+
+    return open_dict(cfg)
+
+
+def _get(cfg, dotted: str, default=None):
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, dotted, default=default, throw_on_missing=False)
+    if value is not None and not isinstance(value, str | int | float | bool):
+        value = OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _check_async_trainer(cfg, entry: str) -> None:
+    """Repeat the constructor assertions of verl 0.9.1's asynchronous trainers (they run only once Ray is up)."""
+    problems = []
+    if entry == "fully_async":
+        # verl/experimental/fully_async_policy/fully_async_rollouter.py, FullyAsyncRollouter.__init__
+        if cfg.actor_rollout_ref.hybrid_engine:
+            problems.append("actor_rollout_ref.hybrid_engine must be False (trainer and rollouter are separate)")
+        if cfg.data.train_batch_size != 0:
+            problems.append(f"data.train_batch_size must be 0 (got {cfg.data.train_batch_size}); the trainer "
+                            "consumes ppo_mini_batch_size * async_training.require_batches samples per step")
+        if cfg.data.gen_batch_size != 1:
+            problems.append(f"data.gen_batch_size must be 1 (got {cfg.data.gen_batch_size})")
+        if cfg.async_training.staleness_threshold < 0:
+            problems.append("async_training.staleness_threshold must be >= 0")
+        if cfg.async_training.trigger_parameter_sync_step < 1:
+            problems.append("async_training.trigger_parameter_sync_step must be >= 1")
+    else:
+        mode = cfg.trainer.v1.trainer_mode
+        from verl.trainer.ppo.v1 import get_trainer_cls
+
+        try:
+            get_trainer_cls(mode)
+        except Exception as exc:
+            problems.append(f"trainer.v1.trainer_mode={mode!r} is not a registered V1 trainer: {exc}")
+        if mode == "separate_async":
+            # verl/trainer/ppo/v1/trainer_separate_async.py, PPOTrainerSeparateAsync.__init__
+            sync_step = cfg.trainer.v1.separate_async.parameter_sync_step
+            mini = cfg.actor_rollout_ref.actor.ppo_mini_batch_size
+            if cfg.data.train_batch_size != sync_step * mini:
+                problems.append(
+                    f"data.train_batch_size ({cfg.data.train_batch_size}) must equal "
+                    f"trainer.v1.separate_async.parameter_sync_step ({sync_step}) * "
+                    f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini})"
+                )
+            rollout = cfg.actor_rollout_ref.rollout
+            if not (rollout.nnodes > 0 and rollout.n_gpus_per_node > 0):
+                problems.append("actor_rollout_ref.rollout.nnodes and .n_gpus_per_node must be > 0 "
+                                "(the standalone rollout pool)")
+            if rollout.checkpoint_engine.backend == "naive":
+                problems.append("actor_rollout_ref.rollout.checkpoint_engine.backend must not be 'naive' "
+                                "(use nccl, nixl, ...)")
+        if mode in ("colocate_async", "separate_async"):
+            threshold = cfg.trainer.v1.sampler.max_off_policy_threshold
+            if threshold is not None and (not isinstance(threshold, int) or threshold <= 0):
+                problems.append(f"trainer.v1.sampler.max_off_policy_threshold must be a positive int or null "
+                                f"(got {threshold!r})")
+    if cfg.actor_rollout_ref.rollout.mode != "async":
+        problems.append(f"actor_rollout_ref.rollout.mode must be 'async' (got {cfg.actor_rollout_ref.rollout.mode!r})")
+    if problems:
+        raise DryRunError("verl would reject this run at start-up:\n  - " + "\n  - ".join(problems), EXIT_INVALID)
+
+
+def _own_warnings(cfg) -> list[str]:
+    """Checks about mu (the rollout distribution) that verl does not make."""
+    warnings = []
+    rollout = cfg.actor_rollout_ref.rollout
+    top_k = rollout.get("top_k", -1)
+    if float(rollout.get("top_p", 1.0)) < 1.0 or (top_k is not None and int(top_k) > 0):
+        warnings.append(
+            f"rollout top_p={rollout.top_p} top_k={top_k} truncates the sampling distribution: vLLM's "
+            f"logprobs_mode={rollout.get('logprobs_mode')} returns log-probs of the truncated distribution, which "
+            "the actor does not reproduce, so r = pi/mu is biased below 1 even with identical weights"
+        )
+    if float(rollout.temperature) != 1.0:
+        warnings.append(
+            f"rollout temperature {rollout.temperature} != 1.0: mu and pi are both computed on logits / "
+            "temperature (vLLM processed_logprobs; verl's actor scales by the rollout temperature), so the trust "
+            "region is measured on the tempered policy, not on the model's own distribution"
+        )
+    return warnings
+
+
+def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
+    """Run verl's and this package's start-up checks on a composed config; raise DryRunError on a rejection."""
+    import warnings
+
+    # verl announces every optional engine it cannot import (megatron, torchtitan, ...): noise for a dry run
+    warnings.filterwarnings("ignore", message=r".* engine is not available")
+    warnings.filterwarnings("ignore", message=r"Disabled critic as algorithm.adv_estimator")
+    import verl  # noqa: F401  (loads the verl.plugins entry points, as every real process does)
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import omega_conf_to_dataclass, validate_config
+
+    if entry == "fully_async":
+        # fully_async_main.main copies these two before starting Ray
+        cfg.actor_rollout_ref.rollout.nnodes = cfg.rollout.nnodes
+        cfg.actor_rollout_ref.rollout.n_gpus_per_node = cfg.rollout.n_gpus_per_node
+
+    checked = cfg
+    if entry == "fully_async":
+        # fully_async_main does not call validate_config: its data.train_batch_size is 0 by design and the trainer
+        # consumes ppo_mini_batch_size * require_batches prompts per optimizer step, trigger_parameter_sync_step
+        # steps per weight sync. Validate a copy that carries that effective batch, so verl's divisibility and
+        # micro-batch checks still run on the numbers the job will use.
+        checked = copy.deepcopy(cfg)
+        with open_dict_ctx(checked):
+            checked.data.train_batch_size = (cfg.actor_rollout_ref.actor.ppo_mini_batch_size
+                                             * cfg.async_training.require_batches
+                                             * cfg.async_training.trigger_parameter_sync_step)
+    try:
+        validate_config(config=checked, use_reference_policy=need_reference_policy(checked),
+                        use_critic=need_critic(checked))
+        actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    except Exception as exc:
+        hint = ""
+        if isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc):
+            hint = ("\n  a '+' key reached a dataclass that has no such field: check its spelling, and that "
+                    "actor_rollout_ref.actor.policy_loss._target_ selects verl_drpo.config.DRPOPolicyLossConfig")
+        raise DryRunError(f"verl's validate_config rejected the config: {type(exc).__name__}: {exc}{hint}",
+                          EXIT_INVALID) from exc
+
+    loss_mode = actor.policy_loss.loss_mode
+    if loss_mode not in POLICY_LOSS_REGISTRY:
+        raise DryRunError(
+            f"loss mode {loss_mode!r} is not in verl's policy-loss registry (registered: "
+            f"{sorted(POLICY_LOSS_REGISTRY)}). Is verl-drpo installed in this interpreter? "
+            "Run `python -m verl_drpo doctor` for the cause.",
+            EXIT_UNREGISTERED,
+        )
+
+    _check_async_trainer(cfg, entry)
+
+    warnings = _own_warnings(cfg)
+    try:
+        from verl_drpo.plugin import check_trainer_config
+    except ImportError:
+        check_trainer_config = None
+    if check_trainer_config is not None:
+        try:
+            warnings.extend(check_trainer_config(cfg))
+        except Exception as exc:  # the plugin's check raises on configs it refuses
+            raise DryRunError(f"verl_drpo.plugin.check_trainer_config rejected the config: {exc}",
+                              EXIT_INVALID) from exc
+    else:
+        bypass = bool(_get(cfg, "algorithm.rollout_correction.bypass_mode", False))
+        logp = bool(cfg.actor_rollout_ref.rollout.calculate_log_probs)
+        if loss_mode in ANCHORED_LOSS_MODES and not (bypass and logp):
+            warnings.append(f"loss mode {loss_mode} is not anchored on the rollout log-probs: set "
+                            "algorithm.rollout_correction.bypass_mode=True and "
+                            "actor_rollout_ref.rollout.calculate_log_probs=True")
+
+    return DryRunReport(entry=entry, settings=resolved_settings(cfg, actor, entry), warnings=warnings)
+
+
+def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
+    """The settings that decide what a run computes, resolved, as a flat dict."""
+    policy_loss = actor.policy_loss
+    pl_cls = type(policy_loss)
+    settings: dict[str, Any] = {
+        "entry": ENTRIES[entry][2],
+        "model": _get(cfg, "actor_rollout_ref.model.path"),
+        "train_files": _get(cfg, "data.train_files"),
+        "val_files": _get(cfg, "data.val_files"),
+        "loss_mode": policy_loss.loss_mode,
+        "policy_loss_config": f"{pl_cls.__module__}.{pl_cls.__qualname__}",
+    }
+    for name in ("drpo_delta", "spo_epsilon", "mask_drpo_tv_delta"):
+        if hasattr(policy_loss, name):
+            settings[name] = getattr(policy_loss, name)
+    train_bs = _get(cfg, "data.train_batch_size")
+    settings.update({
+        "clip_ratio_low": actor.clip_ratio_low,
+        "clip_ratio_high": actor.clip_ratio_high,
+        "clip_ratio_c": actor.clip_ratio_c,
+        "loss_agg_mode": actor.loss_agg_mode,
+        "use_kl_loss": actor.use_kl_loss,
+        "entropy_coeff": actor.entropy_coeff,
+        "lr": actor.optim.lr,
+        "grad_clip": _get(cfg, "actor_rollout_ref.actor.optim.clip_grad"),
+        "actor_strategy": actor.strategy,
+        "ppo_epochs": actor.ppo_epochs,
+        "train_batch_size": train_bs,
+        "ppo_mini_batch_size": _get(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size"),
+        "ppo_micro_batch_size_per_gpu": _get(cfg, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"),
+        "adv_estimator": _get(cfg, "algorithm.adv_estimator"),
+        "norm_adv_by_std_in_grpo": _get(cfg, "algorithm.norm_adv_by_std_in_grpo"),
+        "use_kl_in_reward": _get(cfg, "algorithm.use_kl_in_reward"),
+        "bypass_mode": _get(cfg, "algorithm.rollout_correction.bypass_mode"),
+        "rollout_is": _get(cfg, "algorithm.rollout_correction.rollout_is"),
+        "rollout_name": _get(cfg, "actor_rollout_ref.rollout.name"),
+        "rollout_mode": _get(cfg, "actor_rollout_ref.rollout.mode"),
+        "rollout_n": _get(cfg, "actor_rollout_ref.rollout.n"),
+        "calculate_log_probs": _get(cfg, "actor_rollout_ref.rollout.calculate_log_probs"),
+        "logprobs_mode": _get(cfg, "actor_rollout_ref.rollout.logprobs_mode"),
+        "temperature": _get(cfg, "actor_rollout_ref.rollout.temperature"),
+        "top_p": _get(cfg, "actor_rollout_ref.rollout.top_p"),
+        "top_k": _get(cfg, "actor_rollout_ref.rollout.top_k"),
+        "max_prompt_length": _get(cfg, "data.max_prompt_length"),
+        "max_response_length": _get(cfg, "data.max_response_length"),
+        "n_gpus_per_node": _get(cfg, "trainer.n_gpus_per_node"),
+        "nnodes": _get(cfg, "trainer.nnodes"),
+        "total_training_steps": _get(cfg, "trainer.total_training_steps"),
+        "project_name": _get(cfg, "trainer.project_name"),
+        "experiment_name": _get(cfg, "trainer.experiment_name"),
+        "logger": _get(cfg, "trainer.logger"),
+        "external_modules_env": _get(cfg, "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"),
+    })
+    if entry == "fully_async":
+        settings.update({
+            "trainer_mode": "fully_async",
+            "staleness_threshold": _get(cfg, "async_training.staleness_threshold"),
+            "trigger_parameter_sync_step": _get(cfg, "async_training.trigger_parameter_sync_step"),
+            "require_batches": _get(cfg, "async_training.require_batches"),
+            "partial_rollout": _get(cfg, "async_training.partial_rollout"),
+            "rollout_pool": f"{_get(cfg, 'rollout.nnodes')}x{_get(cfg, 'rollout.n_gpus_per_node')}",
+            "total_rollout_steps": _get(cfg, "rollout.total_rollout_steps"),
+        })
+    else:
+        mode = _get(cfg, "trainer.v1.trainer_mode")
+        settings["trainer_mode"] = mode
+        if mode != "sync":
+            settings["max_off_policy_threshold"] = _get(cfg, "trainer.v1.sampler.max_off_policy_threshold")
+            settings["max_off_policy_strategy"] = _get(cfg, "trainer.v1.sampler.max_off_policy_strategy")
+        if mode == "separate_async":
+            settings["parameter_sync_step"] = _get(cfg, "trainer.v1.separate_async.parameter_sync_step")
+            rollout = cfg.actor_rollout_ref.rollout
+            settings["rollout_pool"] = f"{rollout.nnodes}x{rollout.n_gpus_per_node}"
+        if isinstance(train_bs, int) and isinstance(settings["ppo_mini_batch_size"], int) and settings[
+            "ppo_mini_batch_size"
+        ]:
+            settings["optimizer_steps_per_rollout"] = train_bs // settings["ppo_mini_batch_size"] * actor.ppo_epochs
+    return settings
+
+
+def run_dry(overrides: list[str], entry: str = "main_ppo") -> DryRunReport:
+    """Compose and check; the in-process form of ``python -m verl_drpo.dry_run`` (raises DryRunError)."""
+    cfg = compose_config(overrides, entry)
+    return check_config(cfg, entry)
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_drpo.dry_run",
+        description="Compose Hydra overrides with verl's packaged trainer config and run verl's start-up "
+        "validation without Ray or a GPU.",
+    )
+    parser.add_argument("--entry", choices=sorted(ENTRIES), default="main_ppo",
+                        help="which verl entry point the overrides are for (default: main_ppo)")
+    parser.add_argument("--json", metavar="PATH", help="also write the resolved settings and warnings as JSON")
+    parser.add_argument("--quiet", action="store_true", help="print only errors and warnings")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to the real entry point")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        report = run_dry(args.overrides, args.entry)
+    except DryRunError as err:
+        print(f"[dry-run] REJECTED: {err}", file=sys.stderr, flush=True)
+        return err.exit_code
+    for warning in report.warnings:
+        print(f"[dry-run] WARNING: {warning}", file=sys.stderr, flush=True)
+    if not args.quiet:
+        width = max(len(k) for k in report.settings)
+        print(f"[dry-run] resolved settings ({len(args.overrides)} overrides):")
+        for key, value in report.settings.items():
+            print(f"  {key:<{width}}  {value}")
+        print(f"[dry-run] OK: `python -m {ENTRIES[args.entry][2]}` would accept this config", flush=True)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump({"settings": report.settings, "warnings": report.warnings}, fh, indent=1, default=str)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
