@@ -1,0 +1,242 @@
+"""verl glue: registers DRPO and the baselines verl lacks with verl's policy-loss registry.
+
+verl imports this module on every `import verl` (entry point `verl_drpo` in the `verl.plugins` group), in the
+driver and in every Ray worker. Cluster fallback: `VERL_USE_EXTERNAL_MODULES=verl_drpo.plugin`.
+
+Each registered function has verl's exact keyword signature, aggregates with verl's `agg_loss(...,
+**config.global_batch_info)` (so micro-batch and data-parallel splits sum to the global loss in every
+`loss_agg_mode`), multiplies by `rollout_is_weights` when verl passes them, and adds no entropy or KL term (verl's
+`ppo_loss` adds those itself). The mathematics is in `verl_drpo.losses`; metric names are documented in
+docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import torch
+
+from verl_drpo import LOSS_MODES, losses
+from verl_drpo._compat import check_verl_version
+
+check_verl_version()  # an unsupported verl fails here; `python -m verl_drpo doctor` shows why
+
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss  # noqa: E402
+
+from verl_drpo.config import HYPERPARAMETER_DEFAULTS, validate_positive  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+METRIC_PREFIX = "actor/drpo/"
+# Loss modes whose trust region is measured against mu: they need the rollout log-probs as their anchor.
+ANCHORED_LOSS_MODES = frozenset({"drpo", "mask_drpo", "spo", "pg_is", "dppo_tv", "dppo_kl"})
+
+
+class PluginNotLoadedError(RuntimeError):
+    pass
+
+
+def require_registered(loss_mode: str) -> None:
+    """Raise a clear error if `loss_mode` is not in verl's policy-loss registry of this process."""
+    if loss_mode not in POLICY_LOSS_REGISTRY:
+        hint = ""
+        if loss_mode.lower() in LOSS_MODES or loss_mode in {m.upper() for m in LOSS_MODES}:
+            hint = f" Loss modes are case-sensitive: did you mean {loss_mode.lower()!r}?"
+        raise ValueError(
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r} is not a registered policy loss.{hint} "
+            f"Registered: {sorted(POLICY_LOSS_REGISTRY)}. If a verl-drpo mode is missing, run "
+            f"`python -m verl_drpo doctor`."
+        )
+
+
+def _hyperparameter(config: Any, name: str) -> float:
+    policy_loss = config.get("policy_loss", None) if hasattr(config, "get") else None
+    value = policy_loss.get(name, None) if policy_loss is not None else None
+    if value is None:  # verl's plain PolicyLossConfig: the package defaults apply
+        value = HYPERPARAMETER_DEFAULTS[name]
+    return validate_positive(f"policy_loss.{name}", value)
+
+
+def _check_inputs(loss_mode, old_log_prob, log_prob, advantages, response_mask, rollout_is_weights):
+    named = {"old_log_prob": old_log_prob, "log_prob": log_prob, "advantages": advantages}
+    if rollout_is_weights is not None:
+        named["rollout_is_weights"] = rollout_is_weights
+    for name, tensor in named.items():
+        if tensor.shape != response_mask.shape:
+            shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in named.items())
+            raise ValueError(
+                f"{loss_mode}: {name} has shape {tuple(tensor.shape)} but response_mask has "
+                f"{tuple(response_mask.shape)}; all must be (batch_size, response_length). Got {shapes}."
+            )
+        if not tensor.is_floating_point():
+            raise TypeError(f"{loss_mode}: {name} must be a floating-point tensor, got {tensor.dtype}")
+
+
+def _diagnose_non_finite(loss_mode, mask, named: dict[str, torch.Tensor]) -> str:
+    """Slow path, taken only when a loss or metric came out non-finite: say which input is to blame and where."""
+    parts = []
+    for name, tensor in named.items():
+        bad = ~torch.isfinite(tensor)
+        if bad.any():
+            n_valid, n_pad = int((bad & mask).sum()), int((bad & ~mask).sum())
+            parts.append(f"{name}: {n_valid} non-finite at valid tokens, {n_pad} at padded positions")
+    detail = "; ".join(parts) if parts else "inputs are finite; the loss overflowed (check the log-prob scale)"
+    return f"{loss_mode}: non-finite values in the policy-loss inputs ({detail})."
+
+
+_warned_anchor = False
+
+
+def _policy_loss(
+    spec: losses.PolicyLoss,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str,
+    config: Any,
+    rollout_is_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    global _warned_anchor
+    _check_inputs(spec.name, old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
+    mask = response_mask.bool()
+
+    parts = losses.policy_loss_terms(spec, log_prob, old_log_prob, advantages)
+    loss_mat = parts.loss
+    if rollout_is_weights is not None:
+        if not _warned_anchor:
+            _warned_anchor = True
+            warnings.warn(
+                f"loss_mode={spec.name} received rollout_is_weights: verl is in decoupled mode, so r is anchored "
+                "on the trainer's recomputed old log-probs and mu enters only through the IS weights. DRPO's "
+                "trust region is meant to be anchored on the rollout log-probs: set "
+                "algorithm.rollout_correction.bypass_mode=True and actor_rollout_ref.rollout.calculate_log_probs=True.",
+                stacklevel=3,
+            )
+        loss_mat = loss_mat * rollout_is_weights.detach()
+    global_batch_info = config.get("global_batch_info", None) or {}
+    pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
+
+    # One device sync reads the loss and every statistic; the boundary counts (zero unless the boundary or a
+    # negative weight is reached, never at the paper's delta = 12.5) cost a second pass only when they are not.
+    stats = losses.summary_statistics(parts, mask)
+    values = torch.stack([mask.sum().to(torch.float32), pg_loss.detach().float(), *(v.float() for v in stats.values())])
+    n_valid, loss_value, *stat_values = values.tolist()
+    if n_valid == 0:
+        # Empty mask: a defined zero loss that still has a graph (verl calls backward on it).
+        zero = torch.where(mask, log_prob, 0.0).sum() * 0.0
+        return zero, {"actor/pg_clipfrac": 0.0, "actor/ppo_kl": 0.0, "actor/pg_clipfrac_lower": 0.0}
+    metrics = dict(zip(stats, stat_values))
+    named = {"log_prob": log_prob, "old_log_prob": old_log_prob, "advantages": advantages}
+    if not all(math.isfinite(v) for v in stat_values):
+        raise FloatingPointError(_diagnose_non_finite(spec.name, mask, named))
+    if not math.isfinite(loss_value):
+        # The valid tokens are finite (checked above), so the non-finite values sit at padded positions, which
+        # some of verl's aggregation modes multiply by 0 (NaN * 0 = NaN). Zero them and aggregate again.
+        if rollout_is_weights is not None:
+            named["rollout_is_weights"] = rollout_is_weights
+        if not any((~torch.isfinite(t) & ~mask).any() for t in named.values()):
+            raise FloatingPointError(_diagnose_non_finite(spec.name, mask, named))
+        loss_mat = torch.where(mask, loss_mat, 0.0)
+        pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
+
+    if metrics["signed_shift_max"] > spec.boundary or metrics["weight_min"] < 0:
+        counts = losses.boundary_statistics(spec, parts, mask)
+        metrics.update(zip(counts, torch.stack(list(counts.values())).tolist()))
+    else:
+        metrics.update(beyond_boundary_pos_frac=0.0, beyond_boundary_neg_frac=0.0, negative_weight_frac=0.0)
+
+    out = {METRIC_PREFIX + k: v for k, v in metrics.items() if k not in ("neg_log_ratio_mean", "signed_shift_max")}
+    # verl's dashboard conventions: clipfrac = share of tokens past the boundary (where DPPO would mask),
+    # clipfrac_lower = the negative-advantage part of it, ppo_kl = mean(log mu - log pi).
+    out["actor/pg_clipfrac"] = metrics["beyond_boundary_pos_frac"] + metrics["beyond_boundary_neg_frac"]
+    out["actor/pg_clipfrac_lower"] = metrics["beyond_boundary_neg_frac"]
+    out["actor/ppo_kl"] = metrics["neg_log_ratio_mean"]
+    return pg_loss, out
+
+
+def _spec_from_config(loss_mode: str, config: Any) -> losses.PolicyLoss:
+    if loss_mode == "drpo":
+        return losses.drpo(_hyperparameter(config, "drpo_delta"))
+    if loss_mode == "spo":
+        return losses.spo(_hyperparameter(config, "spo_epsilon"), _hyperparameter(config, "mask_drpo_tv_delta"))
+    if loss_mode == "pg_is":
+        return losses.pg_is(_hyperparameter(config, "mask_drpo_tv_delta"))
+    if loss_mode == "mask_drpo":
+        return losses.mask_drpo(_hyperparameter(config, "drpo_delta"), _hyperparameter(config, "mask_drpo_tv_delta"))
+    raise ValueError(f"verl-drpo has no loss mode {loss_mode!r}; it registers {LOSS_MODES}")
+
+
+def _register(loss_mode: str):
+    def policy_loss_fn(
+        old_log_prob: torch.Tensor,
+        log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        response_mask: torch.Tensor,
+        loss_agg_mode: str = "token-mean",
+        config: Any = None,
+        rollout_is_weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if config is None:
+            raise ValueError(f"loss_mode={loss_mode!r} needs the actor config (verl passes config=ActorConfig)")
+        spec = _spec_from_config(loss_mode, config)
+        return _policy_loss(
+            spec, old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights
+        )
+
+    policy_loss_fn.__name__ = policy_loss_fn.__qualname__ = f"compute_policy_loss_{loss_mode}"
+    policy_loss_fn.__doc__ = (
+        f"verl policy loss `{loss_mode}` (verl-drpo); see verl_drpo.losses.{loss_mode}. Args and returns as verl's "
+        "registered losses: tensors (batch_size, response_length); returns (scalar loss, metrics dict)."
+    )
+    return register_policy_loss(loss_mode)(policy_loss_fn)
+
+
+compute_policy_loss_drpo = _register("drpo")
+compute_policy_loss_spo = _register("spo")
+compute_policy_loss_pg_is = _register("pg_is")
+compute_policy_loss_mask_drpo = _register("mask_drpo")
+
+
+def check_trainer_config(cfg: Any) -> list[str]:
+    """Warnings about a full verl trainer config (an OmegaConf DictConfig of `ppo_trainer`) for DRPO-style runs.
+
+    Used by the recipes' dry run and the doctor; the actor config hook itself only sees `policy_loss`, so the
+    rollout anchor can only be checked here.
+    """
+    from omegaconf import OmegaConf
+
+    def select(key, default=None):
+        value = OmegaConf.select(cfg, key, default=default)
+        return default if value is None else value
+
+    loss_mode = select("actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
+    found = []
+    if loss_mode in ANCHORED_LOSS_MODES:
+        bypass = bool(select("algorithm.rollout_correction.bypass_mode", False))
+        log_probs = bool(select("actor_rollout_ref.rollout.calculate_log_probs", False))
+        if not (bypass and log_probs):
+            found.append(
+                f"loss_mode={loss_mode} runs without the rollout anchor (bypass_mode={bypass}, "
+                f"calculate_log_probs={log_probs}): r = pi/mu is then measured against the trainer's recomputed "
+                "old log-probs, not the rollout engine's mu. DPPO §5.2 reports collapse when anchored that way. Set "
+                "algorithm.rollout_correction.bypass_mode=True actor_rollout_ref.rollout.calculate_log_probs=True."
+            )
+        temperature = select("actor_rollout_ref.rollout.temperature", 1.0)
+        if float(temperature) != 1.0:
+            found.append(
+                f"rollout.temperature={temperature}: DRPO needs mu to be the probability the token was sampled "
+                "with and pi to be computed at the same temperature; check that the rollout engine returns "
+                "log-probs of the tempered distribution (docs/recipes.md). The paper samples at temperature 1.0."
+            )
+    if loss_mode in LOSS_MODES:
+        if select("actor_rollout_ref.actor.policy_loss._target_", "") != "verl_drpo.config.DRPOPolicyLossConfig":
+            found.append(
+                f"loss_mode={loss_mode} with verl's plain PolicyLossConfig: the defaults {HYPERPARAMETER_DEFAULTS} "
+                "apply. Select actor_rollout_ref.actor.policy_loss._target_=verl_drpo.config.DRPOPolicyLossConfig "
+                "to set and validate them."
+            )
+    return found
