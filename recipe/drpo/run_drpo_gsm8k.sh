@@ -64,7 +64,7 @@ OVERRIDES=(
   "data.max_response_length=${MAX_RESPONSE_LENGTH}"
   data.filter_overlong_prompts=True
   data.truncation=error
-  "data.seed=${SEED}"
+  "data.seed=${SEED}"                                 # prompt order; the rollout seed below drives sampling
   # advantages: GRPO group-centred, NOT divided by the group std (the DRPO paper's setting)
   algorithm.adv_estimator=grpo
   algorithm.norm_adv_by_std_in_grpo=False
@@ -96,6 +96,7 @@ OVERRIDES=(
   "actor_rollout_ref.rollout.tensor_model_parallel_size=${ROLLOUT_TP}"
   "actor_rollout_ref.rollout.gpu_memory_utilization=${GPU_MEMORY_UTILIZATION}"
   "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=${LOG_PROB_MICRO_BATCH_SIZE_PER_GPU}"
+  "actor_rollout_ref.rollout.seed=${SEED}"
   actor_rollout_ref.rollout.val_kwargs.do_sample=False
   # trainer
   "trainer.logger=${LOGGER}"

@@ -57,7 +57,7 @@ drpo_mode_overrides "$TRAINER_MODE"
 
 OVERRIDES=(
   # data: verl's parquet schema; data_source DigitalLearningGmbH/MATH-lighteval (train) and HuggingFaceH4/MATH-500
-  # (validation) -> verl.utils.reward_score.math_reward (\\boxed{} answer)
+  # (validation) -> verl.utils.reward_score.math_reward (answer in \boxed{})
   "data.train_files=${TRAIN_FILES}"
   "data.val_files=${VAL_FILES}"
   "data.train_batch_size=${TRAIN_BATCH_SIZE}"
@@ -65,7 +65,7 @@ OVERRIDES=(
   "data.max_response_length=${MAX_RESPONSE_LENGTH}"
   data.filter_overlong_prompts=True
   data.truncation=error
-  "data.seed=${SEED}"
+  "data.seed=${SEED}"                                 # prompt order; the rollout seed below drives sampling
   # advantages: GRPO group-centred, NOT divided by the group std (the DRPO paper's setting)
   algorithm.adv_estimator=grpo
   algorithm.norm_adv_by_std_in_grpo=False
@@ -97,6 +97,7 @@ OVERRIDES=(
   "actor_rollout_ref.rollout.tensor_model_parallel_size=${ROLLOUT_TP}"
   "actor_rollout_ref.rollout.gpu_memory_utilization=${GPU_MEMORY_UTILIZATION}"
   "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=${LOG_PROB_MICRO_BATCH_SIZE_PER_GPU}"
+  "actor_rollout_ref.rollout.seed=${SEED}"
   actor_rollout_ref.rollout.val_kwargs.do_sample=False
   # trainer
   "trainer.logger=${LOGGER}"

@@ -225,3 +225,30 @@ def test_truncated_sampling_is_warned(tmp_path):
     entry, overrides = _base(tmp_path)
     report = dry_run.run_dry([*overrides, "actor_rollout_ref.rollout.top_p=0.9"], entry)
     assert any("truncates the sampling distribution" in w for w in report.warnings)
+
+
+# ----------------------------------------------------------------------------------------- the sweep
+def test_sweep_runs_every_loss_mode_and_seed(tmp_path):
+    calls_dir = tmp_path / "calls"
+    calls_dir.mkdir()
+    proc = subprocess.run(
+        ["bash", os.path.join(ROOT, "recipe", "drpo", "sweep.sh"), "trainer.total_training_steps=2"],
+        env=_env(tmp_path, PYTHON=FAKE_PYTHON, FAKE_PYTHON_DIR=calls_dir, LOSS_MODES="drpo vanilla", SEEDS="1 2",
+                 RECIPE="math"),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    calls = [[a.decode() for a in p.read_bytes().split(b"\0")[:-1]] for p in sorted(calls_dir.iterdir())]
+    assert calls[0] == ["-m", "verl_drpo", "doctor", "--quick"]  # once for the whole sweep
+    runs = calls[1:]
+    assert len(runs) == 4 and all(c[:2] == ["-m", "verl.trainer.main_ppo"] for c in runs)
+    seen = set()
+    for call in runs:
+        mode = next(a.split("=", 1)[1] for a in call if a.startswith("actor_rollout_ref.actor.policy_loss.loss_mode="))
+        seed = next(a.split("=", 1)[1] for a in call if a.startswith("actor_rollout_ref.rollout.seed="))
+        name = next(a.split("=", 1)[1] for a in call if a.startswith("trainer.experiment_name="))
+        assert name == f"math-{mode}-sync-seed{seed}"
+        assert call[-1] == "trainer.total_training_steps=2"
+        seen.add((mode, seed))
+    assert seen == {("drpo", "1"), ("drpo", "2"), ("vanilla", "1"), ("vanilla", "2")}
+    assert sorted(os.listdir(tmp_path / "runs" / "logs")) == sorted(f"math-{m}-sync-seed{s}.log" for m, s in seen)
