@@ -90,59 +90,37 @@ def _diagnose_non_finite(loss_mode, mask, named: dict[str, torch.Tensor]) -> str
 _warned_anchor = False
 
 
-def _policy_loss(
-    spec: losses.PolicyLoss,
-    old_log_prob: torch.Tensor,
-    log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    loss_agg_mode: str,
-    config: Any,
-    rollout_is_weights: torch.Tensor | None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+def _warn_decoupled_anchor(loss_mode: str) -> None:
     global _warned_anchor
-    _check_inputs(spec.name, old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
-    mask = response_mask.bool()
+    if not _warned_anchor:  # once per process, not once per micro-batch
+        _warned_anchor = True
+        warnings.warn(
+            f"loss_mode={loss_mode} received rollout_is_weights: verl is in decoupled mode, so r is anchored on the "
+            "trainer's recomputed old log-probs and mu enters only through the IS weights. DRPO's trust region is "
+            "meant to be anchored on the rollout log-probs: set algorithm.rollout_correction.bypass_mode=True and "
+            "actor_rollout_ref.rollout.calculate_log_probs=True.",
+            stacklevel=4,
+        )
 
+
+def _evaluate(spec, old_log_prob, log_prob, advantages, mask, loss_agg_mode, global_batch_info, rollout_is_weights):
+    """(loss, metrics), or None when the loss or a statistic is not finite."""
     parts = losses.policy_loss_terms(spec, log_prob, old_log_prob, advantages)
-    loss_mat = parts.loss
-    if rollout_is_weights is not None:
-        if not _warned_anchor:
-            _warned_anchor = True
-            warnings.warn(
-                f"loss_mode={spec.name} received rollout_is_weights: verl is in decoupled mode, so r is anchored "
-                "on the trainer's recomputed old log-probs and mu enters only through the IS weights. DRPO's "
-                "trust region is meant to be anchored on the rollout log-probs: set "
-                "algorithm.rollout_correction.bypass_mode=True and actor_rollout_ref.rollout.calculate_log_probs=True.",
-                stacklevel=3,
-            )
-        loss_mat = loss_mat * rollout_is_weights.detach()
-    global_batch_info = config.get("global_batch_info", None) or {}
+    loss_mat = parts.loss if rollout_is_weights is None else parts.loss * rollout_is_weights.detach()
     pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
 
     # One device sync reads the loss and every statistic; the boundary counts (zero unless the boundary or a
     # negative weight is reached, never at the paper's delta = 12.5) cost a second pass only when they are not.
     stats = losses.summary_statistics(parts, mask)
-    values = torch.stack([mask.sum().to(torch.float32), pg_loss.detach().float(), *(v.float() for v in stats.values())])
-    n_valid, loss_value, *stat_values = values.tolist()
+    values = torch.stack([mask.sum().float(), pg_loss.detach().float(), *(v.float() for v in stats.values())])
+    n_valid, *checked = values.tolist()
     if n_valid == 0:
         # Empty mask: a defined zero loss that still has a graph (verl calls backward on it).
         zero = torch.where(mask, log_prob, 0.0).sum() * 0.0
         return zero, {"actor/pg_clipfrac": 0.0, "actor/ppo_kl": 0.0, "actor/pg_clipfrac_lower": 0.0}
-    metrics = dict(zip(stats, stat_values))
-    named = {"log_prob": log_prob, "old_log_prob": old_log_prob, "advantages": advantages}
-    if not all(math.isfinite(v) for v in stat_values):
-        raise FloatingPointError(_diagnose_non_finite(spec.name, mask, named))
-    if not math.isfinite(loss_value):
-        # The valid tokens are finite (checked above), so the non-finite values sit at padded positions, which
-        # some of verl's aggregation modes multiply by 0 (NaN * 0 = NaN). Zero them and aggregate again.
-        if rollout_is_weights is not None:
-            named["rollout_is_weights"] = rollout_is_weights
-        if not any((~torch.isfinite(t) & ~mask).any() for t in named.values()):
-            raise FloatingPointError(_diagnose_non_finite(spec.name, mask, named))
-        loss_mat = torch.where(mask, loss_mat, 0.0)
-        pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
-
+    if not all(math.isfinite(v) for v in checked):
+        return None
+    metrics = dict(zip(stats, checked[1:]))
     if metrics["signed_shift_max"] > spec.boundary or metrics["weight_min"] < 0:
         counts = losses.boundary_statistics(spec, parts, mask)
         metrics.update(zip(counts, torch.stack(list(counts.values())).tolist()))
@@ -156,6 +134,44 @@ def _policy_loss(
     out["actor/pg_clipfrac_lower"] = metrics["beyond_boundary_neg_frac"]
     out["actor/ppo_kl"] = metrics["neg_log_ratio_mean"]
     return pg_loss, out
+
+
+def _policy_loss(
+    spec: losses.PolicyLoss,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str,
+    config: Any,
+    rollout_is_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    _check_inputs(spec.name, old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
+    if rollout_is_weights is not None:
+        _warn_decoupled_anchor(spec.name)
+    mask = response_mask.bool()
+    batch_info = config.get("global_batch_info", None) or {}
+    args = (old_log_prob, log_prob, advantages, mask, loss_agg_mode, batch_info, rollout_is_weights)
+    result = _evaluate(spec, *args)
+    if result is not None:
+        return result
+
+    # Slow path, only after a non-finite loss or statistic: blame the input if a valid token is non-finite.
+    named = {"log_prob": log_prob, "old_log_prob": old_log_prob, "advantages": advantages}
+    if rollout_is_weights is not None:
+        named["rollout_is_weights"] = rollout_is_weights
+    if any((~torch.isfinite(t) & mask).any() for t in named.values()):
+        raise FloatingPointError(_diagnose_non_finite(spec.name, mask, named))
+    # Otherwise the culprits sit at padded positions, which masked sums multiply by 0 (NaN * 0 = NaN): zero them
+    # (their gradient is zero either way) and evaluate again.
+    clean = {k: torch.where(mask, t, 0.0) for k, t in named.items()}
+    result = _evaluate(
+        spec, clean["old_log_prob"], clean["log_prob"], clean["advantages"], mask, loss_agg_mode, batch_info,
+        clean.get("rollout_is_weights"),
+    )
+    if result is None:
+        raise FloatingPointError(_diagnose_non_finite(spec.name, mask, named))
+    return result
 
 
 def _spec_from_config(loss_mode: str, config: Any) -> losses.PolicyLoss:

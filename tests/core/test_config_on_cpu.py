@@ -1,0 +1,109 @@
+"""The actor config hook through verl's packaged Hydra config, its conversion and its validation."""
+
+import os
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import verl
+from verl.utils.config import omega_conf_to_dataclass, validate_config
+from verl.workers.config import FSDPActorConfig
+
+from verl_drpo import plugin
+from verl_drpo.config import HYPERPARAMETER_DEFAULTS, DRPOPolicyLossConfig
+
+CONFIG_DIR = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+PL = "actor_rollout_ref.actor.policy_loss"
+BASE = [
+    f"{PL}._target_=verl_drpo.config.DRPOPolicyLossConfig",
+    f"{PL}.loss_mode=drpo",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+    "actor_rollout_ref.rollout.n=4",
+    "data.train_batch_size=16",
+    "trainer.n_gpus_per_node=1",
+    "trainer.nnodes=1",
+    "algorithm.adv_estimator=grpo",
+    "critic.enable=False",
+]
+
+
+def composed(*overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name="ppo_trainer", overrides=[*BASE, *overrides])
+
+
+def test_defaults_document_the_paper_values():
+    assert HYPERPARAMETER_DEFAULTS == {"drpo_delta": 12.5, "spo_epsilon": 12.5, "mask_drpo_tv_delta": 0.15}
+    config = DRPOPolicyLossConfig(loss_mode="drpo")
+    assert config.drpo_delta == 12.5 and config.get("drpo_delta") == 12.5
+
+
+def test_hook_composes_validates_and_converts_like_verl_does():
+    cfg = composed(f"+{PL}.drpo_delta=0.2", f"+{PL}.spo_epsilon=3")
+    validate_config(cfg, use_reference_policy=False, use_critic=False)  # the driver-side check of main_ppo
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)  # as each worker's init_model does
+    assert isinstance(actor, FSDPActorConfig)
+    assert isinstance(actor.policy_loss, DRPOPolicyLossConfig)
+    assert actor.policy_loss.loss_mode == "drpo"
+    assert actor.policy_loss.drpo_delta == 0.2 and actor.policy_loss.spo_epsilon == 3
+    assert actor.policy_loss.mask_drpo_tv_delta == 0.15
+
+
+@pytest.mark.parametrize(
+    "override,error,match",
+    [
+        (f"+{PL}.drpo_delta=0", ValueError, "drpo_delta must be a finite number > 0, got 0.0"),
+        (f"+{PL}.drpo_delta=-1.5", ValueError, "drpo_delta must be a finite number > 0"),
+        (f"+{PL}.drpo_delta=nan", ValueError, "drpo_delta must be a finite number > 0, got nan"),
+        (f"+{PL}.spo_epsilon=inf", ValueError, "spo_epsilon must be a finite number > 0, got inf"),
+        (f"+{PL}.drpo_delta=twelve", TypeError, "drpo_delta must be a number, got 'twelve'"),
+        (f"+{PL}.mask_drpo_tv_delta=true", TypeError, "mask_drpo_tv_delta must be a number, got True"),
+        (f"{PL}.loss_mode=dpro", ValueError, "loss_mode='dpro' is not a registered policy loss"),
+    ],
+)
+def test_bad_values_fail_on_the_driver_with_a_clear_message(override, error, match):
+    cfg = composed(override)
+    with pytest.raises(Exception) as info:
+        validate_config(cfg, use_reference_policy=False, use_critic=False)
+    chain, cause = [], info.value
+    while cause is not None:  # hydra wraps the dataclass' exception in an InstantiationException
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    assert any(isinstance(e, error) and match in str(e) for e in chain), [str(e) for e in chain]
+
+
+def test_misspelt_field_is_rejected():
+    cfg = composed(f"+{PL}.drpo_delt=0.2")
+    with pytest.raises(Exception, match="drpo_delt"):
+        validate_config(cfg, use_reference_policy=False, use_critic=False)
+    with pytest.raises(Exception, match="drpo_delta"):  # without '+', struct mode refuses the new key
+        composed(f"{PL}.drpo_delta=0.2")
+
+
+def test_config_is_frozen_like_verls():
+    config = DRPOPolicyLossConfig(loss_mode="drpo")
+    with pytest.raises(Exception, match="frozen"):
+        config.drpo_delta = 1.0
+
+
+def anchor_warnings(*overrides):
+    return plugin.check_trainer_config(composed(*overrides))
+
+
+def test_rollout_anchor_checks():
+    anchored = ["algorithm.rollout_correction.bypass_mode=True", "actor_rollout_ref.rollout.calculate_log_probs=True"]
+    assert anchor_warnings(*anchored) == []
+    found = anchor_warnings("algorithm.rollout_correction.bypass_mode=False")
+    assert len(found) == 1 and "without the rollout anchor" in found[0]
+    found = anchor_warnings("algorithm.rollout_correction.bypass_mode=True", "actor_rollout_ref.rollout.calculate_log_probs=False")
+    assert len(found) == 1 and "calculate_log_probs=False" in found[0]
+    found = anchor_warnings(*anchored, "actor_rollout_ref.rollout.temperature=0.7")
+    assert len(found) == 1 and "temperature=0.7" in found[0]
+    plain = anchor_warnings(*anchored, f"{PL}._target_=verl.workers.config.PolicyLossConfig")
+    assert len(plain) == 1 and "plain PolicyLossConfig" in plain[0]
+    vanilla = plugin.check_trainer_config(OmegaConf.create({"actor_rollout_ref": {"actor": {"policy_loss": {}}}}))
+    assert vanilla == []

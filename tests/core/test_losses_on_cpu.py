@@ -1,0 +1,238 @@
+"""DRPO's mathematics against closed forms (verl_drpo.losses; no verl involved)."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from verl_drpo import losses
+
+
+def random_inputs(shape=(6, 40), dtype=torch.float64, seed=0, spread=0.5):
+    gen = torch.Generator().manual_seed(seed)
+    rollout_log_prob = torch.log(torch.rand(shape, generator=gen, dtype=torch.float64).clamp_min(1e-4))
+    log_prob = (rollout_log_prob + spread * torch.randn(shape, generator=gen, dtype=torch.float64)).clamp(max=0.0)
+    advantages = torch.randn(shape[0], 1, generator=gen, dtype=torch.float64).expand(shape).clone()
+    return log_prob.to(dtype), rollout_log_prob.to(dtype), advantages.to(dtype)
+
+
+def closed_form_drpo(log_prob, rollout_log_prob, advantages, delta):
+    """The penalty in its probability form, |A| (pi - mu)^2 / (2 delta mu) (drpo-math.md), not the code's form."""
+    pi, mu = log_prob.double().exp(), rollout_log_prob.double().exp()
+    a = advantages.double()
+    return -a * pi / mu + a.abs() * (pi - mu) ** 2 / (2 * delta * mu)
+
+
+def autograd_grad(fn, log_prob, *args):
+    x = log_prob.detach().clone().requires_grad_(True)
+    fn(x, *args).sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("delta", [0.2, 1.0, 12.5])
+def test_drpo_value_matches_closed_form(delta):
+    lp, mu_lp, adv = random_inputs()
+    got = losses.drpo_token_loss(lp, mu_lp, adv, delta)
+    torch.testing.assert_close(got, closed_form_drpo(lp, mu_lp, adv, delta), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("delta", [0.2, 12.5])
+def test_drpo_autograd_gradient_is_minus_w_a_r(dtype, tol, delta):
+    """Eq. 9: d l / d log pi = -w A r with w = 1 - sign(A) (pi - mu) / delta."""
+    lp, mu_lp, adv = random_inputs(dtype=dtype)
+    grad = autograd_grad(losses.drpo_token_loss, lp, mu_lp, adv, delta)
+    pi, mu = lp.double().exp(), mu_lp.double().exp()
+    w = 1 - torch.sign(adv.double()) * (pi - mu) / delta
+    expected = -w * adv.double() * pi / mu
+    torch.testing.assert_close(grad.double(), expected, rtol=tol, atol=tol)
+
+
+def test_bf16_log_probs_are_upcast_and_gradient_flows_back_in_bf16():
+    lp, mu_lp, adv = random_inputs(dtype=torch.float32)
+    lp_bf16 = lp.to(torch.bfloat16)
+    loss = losses.drpo_token_loss(lp_bf16, mu_lp, adv, 0.2)
+    assert loss.dtype == torch.float32
+    grad = autograd_grad(losses.drpo_token_loss, lp_bf16, mu_lp, adv, 0.2)
+    assert grad.dtype == torch.bfloat16
+    # exact Eq. 9 at the bf16-rounded log-probs, compared at bf16 resolution
+    pi, mu = lp_bf16.double().exp(), mu_lp.double().exp()
+    expected = -(1 - torch.sign(adv.double()) * (pi - mu) / 0.2) * adv.double() * pi / mu
+    torch.testing.assert_close(grad.double(), expected, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "mu,adv,delta", [(0.3, 1.0, 0.2), (0.3, 5.0, 0.2), (0.6, -1.0, 0.25), (0.6, -0.01, 0.25), (0.05, 2.0, 0.5)]
+)
+def test_per_token_optimum_is_the_binary_tv_boundary(mu, adv, delta):
+    """argmin_pi l(pi) = mu + sign(A) delta, independent of |A| (the 'same trust-region geometry' claim)."""
+    pi = torch.linspace(1e-6, 1 - 1e-6, 200001, dtype=torch.float64)
+    mu_t = torch.full_like(pi, mu)
+    loss = losses.drpo_token_loss(pi.log(), mu_t.log(), torch.full_like(pi, adv), delta)
+    expected = min(max(mu + math.copysign(delta, adv), 0.0), 1.0)
+    assert abs(pi[loss.argmin()].item() - expected) < 1e-4
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pi=st.floats(1e-6, 1.0),
+    mu=st.floats(1e-6, 1.0),
+    adv=st.floats(-10, 10).filter(lambda a: a != 0),
+    delta=st.floats(0.01, 50.0),
+)
+def test_drpo_weight_bounded_for_every_token(pi, mu, adv, delta):
+    w = losses.drpo_gradient_weight(torch.tensor(pi - mu, dtype=torch.float64), torch.tensor(adv), delta).item()
+    assert 1 - 1 / delta - 1e-12 <= w <= 1 + 1 / delta + 1e-12
+
+
+def test_spo_weight_is_unbounded_as_mu_goes_to_zero():
+    adv = torch.tensor([1.0], dtype=torch.float64)
+    weights = [
+        losses.spo_gradient_weight(torch.tensor([0.5 / mu], dtype=torch.float64), adv, 12.5).item()
+        for mu in (1e-1, 1e-3, 1e-5)
+    ]
+    assert weights[0] > weights[1] > weights[2] and weights[2] < -1000
+
+
+def grad_at(fn, pi, mu, adv):
+    lp = torch.tensor([math.log(pi)], dtype=torch.float64)
+    return autograd_grad(fn, lp, torch.tensor([math.log(mu)], dtype=torch.float64), torch.tensor([adv])).item()
+
+
+def test_drpo_gradient_is_continuous_across_the_boundary_where_dppo_jumps():
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+    from verl.workers.config import ActorConfig
+
+    mu, adv, delta, eps = 0.4, 1.0, 0.2, 1e-7
+    below, above = mu + delta - eps, mu + delta + eps
+    drpo = lambda lp, m, a: losses.drpo_token_loss(lp, m, a, delta)  # noqa: E731
+    assert abs(grad_at(drpo, below, mu, adv) - grad_at(drpo, above, mu, adv)) < 1e-5
+    # and is zero exactly at the boundary (the optimum), not a step
+    assert abs(grad_at(drpo, mu + delta, mu, adv)) < 1e-9
+
+    config = ActorConfig(
+        strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio=delta, clip_ratio_low=delta,
+        clip_ratio_high=delta, clip_ratio_c=1e4,
+    )
+    dppo = get_policy_loss_fn("dppo_tv")
+
+    def dppo_grad(pi):
+        lp = torch.tensor([[math.log(pi)]], dtype=torch.float64, requires_grad=True)
+        loss, _ = dppo(
+            old_log_prob=torch.tensor([[math.log(mu)]], dtype=torch.float64), log_prob=lp,
+            advantages=torch.tensor([[adv]], dtype=torch.float64), response_mask=torch.ones(1, 1, dtype=torch.bool),
+            loss_agg_mode="token-mean", config=config,
+        )
+        loss.backward()
+        return lp.grad.item()
+
+    assert abs(dppo_grad(below) - dppo_grad(above)) > 0.5  # DPPO's mask switches the whole gradient off
+
+
+def test_drpo_reduces_to_spo_when_mu_is_one():
+    lp, _, adv = random_inputs()
+    ones = torch.zeros_like(lp)  # log mu = 0
+    torch.testing.assert_close(
+        losses.drpo_token_loss(lp, ones, adv, 0.7), losses.spo_token_loss(lp, ones, adv, 0.7), rtol=0, atol=1e-12
+    )
+
+
+def test_drpo_reduces_to_pg_is_as_delta_grows():
+    lp, mu_lp, adv = random_inputs()
+    pg_is = losses.pg_is_token_loss(lp, mu_lp, adv)
+    gaps = [(losses.drpo_token_loss(lp, mu_lp, adv, d) - pg_is).abs().max().item() for d in (1e2, 1e4, 1e6)]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-4
+
+
+def test_mask_drpo_penalises_only_outside_the_tv_region():
+    lp, mu_lp, adv = random_inputs(spread=1.0)
+    delta, delta_tv = 0.5, 0.1
+    got = losses.mask_drpo_token_loss(lp, mu_lp, adv, delta, delta_tv)
+    diff = lp.exp() - mu_lp.exp()
+    outside = ((adv > 0) & (diff > delta_tv)) | ((adv < 0) & (-diff > delta_tv))
+    assert 0 < outside.sum() < outside.numel()
+    expected = torch.where(
+        outside, losses.drpo_token_loss(lp, mu_lp, adv, delta), losses.pg_is_token_loss(lp, mu_lp, adv)
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_log_ratio_is_clamped_like_verl():
+    lp = torch.tensor([[0.0, -50.0]], dtype=torch.float64)
+    mu_lp = torch.tensor([[-30.0, 0.0]], dtype=torch.float64)
+    ratio = losses.importance_ratio(lp, mu_lp)
+    torch.testing.assert_close(ratio, torch.tensor([[math.exp(20), math.exp(-20)]], dtype=torch.float64))
+
+
+REFERENCE = {
+    "drpo": (lambda d: losses.drpo(d), lambda lp, m, a, d: losses.drpo_token_loss(lp, m, a, d)),
+    "spo": (lambda d: losses.spo(d, 0.15), lambda lp, m, a, d: losses.spo_token_loss(lp, m, a, d)),
+    "pg_is": (lambda d: losses.pg_is(0.15), lambda lp, m, a, d: losses.pg_is_token_loss(lp, m, a)),
+    "mask_drpo": (
+        lambda d: losses.mask_drpo(d, 0.1),
+        lambda lp, m, a, d: losses.mask_drpo_token_loss(lp, m, a, d, 0.1),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_fast_path_matches_reference_value_and_gradient(name, dtype, tol):
+    spec_of, reference = REFERENCE[name]
+    lp, mu_lp, adv = random_inputs(dtype=dtype, spread=1.0)
+    lp[0, 0], mu_lp[0, 0] = 0.0, -25.0  # a clamped log-ratio: value at the clamp, zero gradient
+    lp[1, 1], mu_lp[1, 1] = -30.0, -1.0
+    spec = spec_of(0.3)
+    x_fast, x_ref = lp.clone().requires_grad_(True), lp.clone().requires_grad_(True)
+    fast = losses.policy_loss_terms(spec, x_fast, mu_lp, adv).loss
+    ref = reference(x_ref, mu_lp, adv, 0.3)
+    torch.testing.assert_close(fast, ref, rtol=tol, atol=tol)
+    upstream = torch.rand_like(ref)  # a non-uniform upstream gradient, as agg_loss gives
+    (fast * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=tol, atol=tol)
+    assert x_fast.grad[0, 0] == 0 and x_fast.grad[1, 1] == 0
+
+
+def test_fast_path_penalty_and_weight_match_their_formulas():
+    lp, mu_lp, adv = random_inputs(spread=1.0)
+    parts = losses.policy_loss_terms(losses.drpo(0.3), lp, mu_lp, adv)
+    pi, mu = lp.exp(), mu_lp.exp()
+    torch.testing.assert_close(parts.weight, 1 - torch.sign(adv) * (pi - mu) / 0.3)
+    torch.testing.assert_close(parts.penalty, adv.abs() * (pi - mu) ** 2 / (2 * 0.3 * mu))
+
+
+def test_statistics_match_direct_computation_on_valid_tokens():
+    lp, mu_lp, adv = random_inputs(shape=(8, 50), spread=1.0, dtype=torch.float32)
+    mask = torch.arange(50).unsqueeze(0) < torch.tensor([[50], [10], [1], [30], [49], [25], [7], [40]])
+    lp = torch.where(mask, lp, torch.tensor(5.0))  # garbage at padded positions must not matter
+    delta = 0.15
+    spec = losses.drpo(delta)
+    parts = losses.policy_loss_terms(spec, lp, mu_lp, adv)
+    stats = {k: v.item() for k, v in losses.summary_statistics(parts, mask).items()}
+    stats.update({k: v.item() for k, v in losses.boundary_statistics(spec, parts, mask).items()})
+
+    v_lp, v_mu_lp, v_adv = lp[mask].double(), mu_lp[mask].double(), adv[mask].double()
+    pi, mu = v_lp.exp(), v_mu_lp.exp()
+    r = pi / mu
+    w = 1 - torch.sign(v_adv) * (pi - mu) / delta
+    expected = {
+        "abs_prob_diff_mean": (pi - mu).abs().mean(),
+        "abs_prob_diff_max": (pi - mu).abs().max(),
+        "weight_min": w.min(),
+        "weight_mean": w.mean(),
+        "weight_max": w.max(),
+        "negative_weight_frac": (w < 0).double().mean(),
+        "beyond_boundary_pos_frac": ((v_adv > 0) & (pi - mu > delta)).double().mean(),
+        "beyond_boundary_neg_frac": ((v_adv < 0) & (mu - pi > delta)).double().mean(),
+        "penalty_mean": (v_adv.abs() * (pi - mu) ** 2 / (2 * delta * mu)).mean(),
+        "ratio_mean": r.mean(),
+        "ratio_max": r.max(),
+        "k3_kl": (r - 1 - r.log()).mean(),
+        "abs_log_ratio_mean": (v_lp - v_mu_lp).abs().mean(),
+    }
+    assert expected["negative_weight_frac"] > 0 and expected["beyond_boundary_pos_frac"] > 0
+    for key, value in expected.items():
+        assert stats[key] == pytest.approx(value.item(), rel=1e-4, abs=1e-6), key

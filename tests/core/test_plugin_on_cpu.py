@@ -1,0 +1,256 @@
+"""The registered verl losses (verl_drpo.plugin) through verl's own registry, agg_loss and ppo_loss."""
+
+import warnings
+
+import pytest
+import torch
+import verl  # noqa: F401  (registers the plugin through its entry point)
+from tensordict import TensorDict
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
+from verl.utils import tensordict_utils as tu
+from verl.workers.config import ActorConfig, PolicyLossConfig
+from verl.workers.utils.losses import ppo_loss
+
+from verl_drpo import LOSS_MODES, losses, plugin
+from verl_drpo.config import DRPOPolicyLossConfig
+
+AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+REFERENCE = {
+    "drpo": lambda lp, m, a: losses.drpo_token_loss(lp, m, a, 0.3),
+    "spo": lambda lp, m, a: losses.spo_token_loss(lp, m, a, 12.5),
+    "pg_is": lambda lp, m, a: losses.pg_is_token_loss(lp, m, a),
+    "mask_drpo": lambda lp, m, a: losses.mask_drpo_token_loss(lp, m, a, 0.3, 0.15),
+}
+
+
+def actor_config(loss_mode="drpo", loss_agg_mode="token-mean", policy_loss=None, **kw):
+    policy_loss = policy_loss or DRPOPolicyLossConfig(loss_mode=loss_mode, drpo_delta=0.3)
+    return ActorConfig(
+        strategy="fsdp", rollout_n=4, ppo_micro_batch_size_per_gpu=2, loss_agg_mode=loss_agg_mode,
+        policy_loss=policy_loss, **kw,
+    )
+
+
+def batch(bs=8, length=24, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    old = torch.log(torch.rand(bs, length, generator=gen, dtype=torch.float64).clamp_min(1e-3))
+    log_prob = (old + 0.8 * torch.randn(bs, length, generator=gen, dtype=torch.float64)).clamp(max=0)
+    adv = torch.randn(bs, 1, generator=gen, dtype=torch.float64).expand(bs, length).clone()
+    lengths = torch.randint(1, length + 1, (bs, 1), generator=gen)
+    mask = torch.arange(length).unsqueeze(0) < lengths
+    return log_prob.to(dtype), old.to(dtype), adv.to(dtype), mask
+
+
+def call(loss_mode, log_prob, old, adv, mask, config, rollout_is_weights=None):
+    return get_policy_loss_fn(loss_mode)(
+        old_log_prob=old, log_prob=log_prob, advantages=adv, response_mask=mask,
+        loss_agg_mode=config.loss_agg_mode, config=config, rollout_is_weights=rollout_is_weights,
+    )
+
+
+def test_all_modes_registered_next_to_verls_own():
+    for mode in (*LOSS_MODES, "vanilla", "dppo_tv", "dppo_kl"):
+        assert mode in POLICY_LOSS_REGISTRY
+    assert POLICY_LOSS_REGISTRY["drpo"] is plugin.compute_policy_loss_drpo
+
+
+@pytest.mark.parametrize("loss_mode", LOSS_MODES)
+@pytest.mark.parametrize("loss_agg_mode", AGG_MODES)
+def test_loss_equals_verl_agg_of_the_reference_formula(loss_mode, loss_agg_mode):
+    lp, old, adv, mask = batch()
+    config = actor_config(loss_mode, loss_agg_mode)
+    x = lp.clone().requires_grad_(True)
+    loss, metrics = call(loss_mode, x, old, adv, mask, config)
+    x_ref = lp.clone().requires_grad_(True)
+    ref = agg_loss(loss_mat=REFERENCE[loss_mode](x_ref, old, adv), loss_mask=mask, loss_agg_mode=loss_agg_mode)
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-9, atol=1e-12)
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert {"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower", "actor/drpo/weight_mean"} <= set(metrics)
+
+
+def split_like_verl(lp, old, adv, mask, loss_mode, loss_agg_mode, dp_size, micro_batches):
+    """Sum of per-micro-batch losses over dp_size ranks, with verl's global_batch_info; gradients averaged over
+    ranks as FSDP does. Returns (loss, grad) to compare with the whole mini-batch on one rank."""
+    x = lp.clone().requires_grad_(True)
+    info = {
+        "dp_size": dp_size, "batch_num_tokens": int(mask.sum()),
+        "global_batch_size": int((mask.sum(-1) > 0).sum()), "loss_scale_factor": None,
+    }
+    config = actor_config(loss_mode, loss_agg_mode)
+    config.global_batch_info.update(info)
+    total = 0.0
+    for rank_rows in torch.arange(lp.shape[0]).chunk(dp_size):
+        for rows in rank_rows.chunk(micro_batches):
+            loss, _ = call(loss_mode, x[rows], old[rows], adv[rows], mask[rows], config)
+            total = total + loss / dp_size  # FSDP all-reduce averages the ranks' gradients
+    total.backward()
+    return total, x.grad
+
+
+@pytest.mark.parametrize("loss_mode", ["drpo", "mask_drpo"])
+@pytest.mark.parametrize("loss_agg_mode", AGG_MODES)
+@pytest.mark.parametrize("dp_size,micro_batches", [(1, 4), (2, 2), (4, 1)])
+def test_micro_batch_and_data_parallel_invariance(loss_mode, loss_agg_mode, dp_size, micro_batches):
+    lp, old, adv, mask = batch(bs=8)
+    x = lp.clone().requires_grad_(True)
+    config = actor_config(loss_mode, loss_agg_mode)
+    whole, _ = call(loss_mode, x, old, adv, mask, config)
+    whole.backward()
+    split, split_grad = split_like_verl(lp, old, adv, mask, loss_mode, loss_agg_mode, dp_size, micro_batches)
+    torch.testing.assert_close(split, whole, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(split_grad, x.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_rollout_is_weights_multiply_the_token_loss_and_warn_about_the_anchor(monkeypatch):
+    monkeypatch.setattr(plugin, "_warned_anchor", False)
+    lp, old, adv, mask = batch()
+    weights = torch.rand_like(lp) * 2
+    config = actor_config("drpo", "seq-mean-token-mean")
+    with pytest.warns(UserWarning, match="bypass_mode=True"):
+        loss, _ = call("drpo", lp, old, adv, mask, config, rollout_is_weights=weights)
+    ref = agg_loss(
+        loss_mat=REFERENCE["drpo"](lp, old, adv) * weights, loss_mask=mask, loss_agg_mode="seq-mean-token-mean"
+    )
+    torch.testing.assert_close(loss, ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per process, not per micro-batch
+        call("drpo", lp, old, adv, mask, config, rollout_is_weights=weights)
+
+
+def test_plain_policy_loss_config_uses_the_package_defaults():
+    lp, old, adv, mask = batch()
+    plain = actor_config(policy_loss=PolicyLossConfig(loss_mode="drpo"))
+    hooked = actor_config(policy_loss=DRPOPolicyLossConfig(loss_mode="drpo"))
+    a, metrics = call("drpo", lp, old, adv, mask, plain)
+    b, _ = call("drpo", lp, old, adv, mask, hooked)
+    torch.testing.assert_close(a, b)
+    ref = agg_loss(loss_mat=losses.drpo_token_loss(lp, old, adv, 12.5), loss_mask=mask, loss_agg_mode="token-mean")
+    torch.testing.assert_close(a, ref)
+    assert 1 - 1 / 12.5 <= metrics["actor/drpo/weight_min"] <= metrics["actor/drpo/weight_max"] <= 1 + 1 / 12.5
+
+
+def test_boundary_metrics_follow_verl_clipfrac_conventions():
+    lp, old, adv, mask = batch(seed=3)
+    _, metrics = call("drpo", lp, old, adv, mask, actor_config("drpo"))
+    pos, neg = metrics["actor/drpo/beyond_boundary_pos_frac"], metrics["actor/drpo/beyond_boundary_neg_frac"]
+    assert pos > 0 and neg > 0
+    assert metrics["actor/pg_clipfrac"] == pytest.approx(pos + neg)
+    assert metrics["actor/pg_clipfrac_lower"] == pytest.approx(neg)
+    # for DRPO the corrective regime (w < 0) is exactly the region beyond its boundary
+    assert metrics["actor/drpo/negative_weight_frac"] == pytest.approx(pos + neg)
+    # never an entropy or KL term: the loss is the pure policy loss
+    assert not any("entropy" in k or "kl_loss" in k for k in metrics)
+
+
+def ppo_loss_data(lp, old, adv, mask, prompt_len=3):
+    """The TensorDict verl's engine hands to ppo_loss: flat (no-padding) model log-probs over prompt + response."""
+    bs, resp_len = lp.shape
+    lengths = mask.sum(-1)
+    flat, flat_lp = [], []
+    for i in range(bs):
+        n = int(lengths[i])
+        # the model's log-prob at position t scores token t+1: responses start at index prompt_len - 1
+        flat.append(torch.cat([torch.zeros(prompt_len - 1, dtype=lp.dtype), lp[i, :n], torch.zeros(1, dtype=lp.dtype)]))
+    flat_lp = torch.cat(flat).requires_grad_(True)
+    attention = torch.cat([torch.ones(bs, prompt_len, dtype=torch.long), mask.long()], dim=1)
+    data = TensorDict(
+        {
+            "prompts": torch.ones(bs, prompt_len, dtype=torch.long),
+            "responses": torch.ones(bs, resp_len, dtype=torch.long),
+            "attention_mask": attention,
+            "response_mask": mask.long(),
+            "old_log_probs": old,
+            "advantages": adv,
+        },
+        batch_size=[bs],
+    )
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=bs)
+    return flat_lp, data
+
+
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-sum-norm"])
+def test_full_call_through_verls_ppo_loss(loss_agg_mode):
+    lp, old, adv, mask = batch(dtype=torch.float32)
+    flat_lp, data = ppo_loss_data(lp, old, adv, mask)
+    config = actor_config("drpo", loss_agg_mode, use_kl_loss=False, entropy_coeff=0.0)
+    loss, metrics = ppo_loss(config, {"log_probs": flat_lp}, data)
+    loss.backward()
+    x = lp.clone().requires_grad_(True)
+    ref = agg_loss(loss_mat=REFERENCE["drpo"](x, old, adv), loss_mask=mask, loss_agg_mode=loss_agg_mode,
+                   dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=lp.shape[0])
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    assert "actor/drpo/abs_prob_diff_mean" in metrics and "actor/pg_loss" in metrics
+    # the gradient reached the flat model output at the response positions, and only there
+    assert flat_lp.grad.abs().sum() > 0
+    torch.testing.assert_close(flat_lp.grad.abs().sum(), x.grad.abs().sum(), rtol=1e-5, atol=1e-6)
+
+
+# ---- bad input --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["log_prob", "old_log_prob", "advantages"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_input_at_a_valid_token_is_a_clear_error(name, bad):
+    lp, old, adv, mask = batch()
+    tensors = {"log_prob": lp, "old_log_prob": old, "advantages": adv}
+    tensors[name][0, 0] = bad
+    with pytest.raises(FloatingPointError, match=f"{name}: 1 non-finite at valid tokens"):
+        call("drpo", tensors["log_prob"], tensors["old_log_prob"], tensors["advantages"], mask, actor_config())
+
+
+@pytest.mark.parametrize("loss_agg_mode", AGG_MODES)
+def test_non_finite_values_at_padded_positions_are_ignored(loss_agg_mode):
+    lp, old, adv, mask = batch()
+    config = actor_config("drpo", loss_agg_mode)
+    clean, clean_metrics = call("drpo", lp, old, adv, mask, config)
+    padded = ~mask
+    assert padded.any()
+    dirty_lp = torch.where(padded, torch.tensor(float("nan"), dtype=lp.dtype), lp)
+    dirty_old = torch.where(padded, torch.tensor(float("-inf"), dtype=lp.dtype), old)
+    x = dirty_lp.clone().requires_grad_(True)
+    loss, metrics = call("drpo", x, dirty_old, adv, mask, config)
+    torch.testing.assert_close(loss, clean)
+    loss.backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[padded] == 0).all()
+    assert metrics == pytest.approx(clean_metrics)
+
+
+def test_empty_mask_gives_a_zero_loss_with_a_graph():
+    lp, old, adv, mask = batch()
+    x = lp.clone().requires_grad_(True)
+    loss, metrics = call("drpo", x, old, adv, torch.zeros_like(mask), actor_config())
+    assert loss.item() == 0.0
+    loss.backward()
+    assert (x.grad == 0).all()
+    assert metrics["actor/pg_clipfrac"] == 0.0
+
+
+def test_mismatched_shapes_are_a_clear_error():
+    lp, old, adv, mask = batch()
+    with pytest.raises(ValueError, match=r"advantages has shape \(8, 1\) but response_mask has \(8, 24\)"):
+        call("drpo", lp, old, adv[:, :1], mask, actor_config())
+
+
+def test_integer_log_probs_are_a_clear_error():
+    lp, old, adv, mask = batch()
+    with pytest.raises(TypeError, match="old_log_prob must be a floating-point tensor"):
+        call("drpo", lp, old.long(), adv, mask, actor_config())
+
+
+def test_missing_config_is_a_clear_error():
+    lp, old, adv, mask = batch()
+    with pytest.raises(ValueError, match="needs the actor config"):
+        get_policy_loss_fn("drpo")(old_log_prob=old, log_prob=lp, advantages=adv, response_mask=mask)
+
+
+def test_unknown_loss_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unsupported loss mode: drop"):
+        get_policy_loss_fn("drop")
+    with pytest.raises(ValueError, match="did you mean 'drpo'"):
+        plugin.require_registered("DRPO")
+    with pytest.raises(ValueError, match="python -m verl_drpo doctor"):
+        plugin.require_registered("drpo_typo")

@@ -1,0 +1,111 @@
+"""Registration where verl's workers live: fresh processes and a real Ray worker; the version pin; the doctor."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from verl_drpo import LOSS_MODES, __main__ as cli
+from verl_drpo._compat import SUPPORTED_VERL_VERSION, UnsupportedVerlError, check_verl_version
+
+PROBE = "import json, verl; from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as R; print(json.dumps(sorted(R)))"
+
+
+def fresh_registry(**env):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
+    full_env.update(env)
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=full_env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_plain_import_verl_registers_everything_in_a_fresh_process():
+    registry = fresh_registry()
+    assert set(LOSS_MODES) <= set(registry)
+
+
+def test_external_modules_fallback_when_entry_points_are_off():
+    assert not set(LOSS_MODES) & set(fresh_registry(VERL_USE_EXTERNAL_PLUGINS="none"))
+    registry = fresh_registry(VERL_USE_EXTERNAL_PLUGINS="none", VERL_USE_EXTERNAL_MODULES="verl_drpo.plugin")
+    assert set(LOSS_MODES) <= set(registry)
+
+
+def test_the_entry_point_is_installed():
+    from importlib.metadata import entry_points
+
+    assert "verl_drpo.plugin" in {ep.value for ep in entry_points(group="verl.plugins")}
+
+
+RAY_WORKER = textwrap.dedent(
+    """
+    import json, ray
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+
+    @ray.remote
+    def worker_loss():
+        import torch, verl  # nothing imported from verl_drpo by hand: the entry point must do it
+        from verl.trainer.ppo.core_algos import get_policy_loss_fn
+        from verl.workers.config import ActorConfig, PolicyLossConfig
+        config = ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1,
+                             policy_loss=PolicyLossConfig(loss_mode="drpo"))
+        lp = torch.log(torch.tensor([[0.5, 0.2]]))
+        loss, metrics = get_policy_loss_fn("drpo")(
+            old_log_prob=torch.log(torch.tensor([[0.4, 0.2]])), log_prob=lp, advantages=torch.tensor([[1.0, 1.0]]),
+            response_mask=torch.ones(1, 2, dtype=torch.bool), loss_agg_mode="token-mean", config=config)
+        return loss.item(), metrics["actor/drpo/abs_prob_diff_mean"]
+
+    print(json.dumps(ray.get(worker_loss.remote(), timeout=240)))
+    ray.shutdown()
+    """
+)
+
+
+def test_a_ray_worker_computes_the_drpo_loss_after_a_plain_import_verl():
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    out = subprocess.run([sys.executable, "-c", RAY_WORKER], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loss, mismatch = json.loads(out.stdout.strip().splitlines()[-1])
+    # token 1: r = 1.25, penalty |A| mu (r-1)^2 / (2 * 12.5); token 2: r = 1
+    expected = (-1.25 + 0.4 * 0.25**2 / 25 - 1.0) / 2
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert mismatch == pytest.approx(0.05, rel=1e-4)
+
+
+def test_verl_version_is_pinned(monkeypatch):
+    monkeypatch.delenv("VERL_DRPO_ALLOW_UNSUPPORTED_VERL", raising=False)
+    assert check_verl_version() == SUPPORTED_VERL_VERSION
+    with pytest.raises(UnsupportedVerlError, match=r"supports verl==0\.9\.1 only, but verl 0\.9\.2 is installed"):
+        check_verl_version("0.9.2")
+    monkeypatch.setenv("VERL_DRPO_ALLOW_UNSUPPORTED_VERL", "1")
+    assert check_verl_version("0.9.2") == "0.9.2"
+
+
+def run_doctor(*args, **env):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "verl_drpo", "doctor", *args], capture_output=True, text=True, env=full_env, timeout=300
+    )
+
+
+def test_doctor_passes_here():
+    out = run_doctor("--quick")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all checks passed" in out.stdout
+
+
+def test_doctor_fails_with_the_cause_when_plugins_are_switched_off():
+    out = run_doctor("--quick", "--json", VERL_USE_EXTERNAL_PLUGINS="none")
+    assert out.returncode == 1
+    report = json.loads(out.stdout)
+    assert report[-1]["check"] == "registration" and not report[-1]["ok"]
+    assert "VERL_USE_EXTERNAL_PLUGINS='none'" in report[-1]["detail"]
+
+
+def test_doctor_surfaces_the_import_error_verl_swallows(monkeypatch):
+    monkeypatch.delenv("VERL_USE_EXTERNAL_PLUGINS", raising=False)
+    monkeypatch.setattr(cli, "_PLUGIN_IMPORT_PROBE", "raise ImportError('simulated broken plugin')")
+    cause = cli._missing_modes_cause()
+    assert "verl swallowed this error" in cause and "simulated broken plugin" in cause
