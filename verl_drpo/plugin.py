@@ -241,6 +241,11 @@ def check_trainer_config(cfg: Any) -> list[str]:
                 "old log-probs, not the rollout engine's mu. DPPO §5.2 reports collapse when anchored that way. Set "
                 "algorithm.rollout_correction.bypass_mode=True actor_rollout_ref.rollout.calculate_log_probs=True."
             )
+        if bypass and select("trainer.use_v1", True) is False:
+            found.append(
+                f"trainer.use_v1=False with bypass_mode=True: verl's legacy trainer (ray_trainer.apply_bypass_mode) "
+                f"rewrites policy_loss.loss_mode to 'bypass_mode', replacing {loss_mode}. Use the default V1 trainer."
+            )
         temperature = select("actor_rollout_ref.rollout.temperature", 1.0)
         if float(temperature) != 1.0:
             found.append(

@@ -103,6 +103,8 @@ def test_rollout_anchor_checks():
     assert len(found) == 1 and "calculate_log_probs=False" in found[0]
     found = anchor_warnings(*anchored, "actor_rollout_ref.rollout.temperature=0.7")
     assert len(found) == 1 and "temperature=0.7" in found[0]
+    legacy = anchor_warnings(*anchored, "trainer.use_v1=False")
+    assert len(legacy) == 1 and "rewrites policy_loss.loss_mode to 'bypass_mode'" in legacy[0]
     plain = anchor_warnings(*anchored, f"{PL}._target_=verl.workers.config.PolicyLossConfig")
     assert len(plain) == 1 and "plain PolicyLossConfig" in plain[0]
     vanilla = plugin.check_trainer_config(OmegaConf.create({"actor_rollout_ref": {"actor": {"policy_loss": {}}}}))
