@@ -85,10 +85,3 @@ def init_worker_process_group(environ: os._Environ | dict | None = None, timeout
         timeout=timedelta(seconds=timeout_s),
     )
     return True
-
-
-def verl_cpu_backend_string() -> str:
-    """The backend string verl 0.9.1 would pass to ``init_process_group`` on this platform (for the tests)."""
-    from verl.utils.device import get_device_name, get_nccl_backend
-
-    return f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"
