@@ -30,7 +30,8 @@ from collections import defaultdict
 DEFAULT_METRICS = (
     "val-core/*/mean@*",                    # validation accuracy (GSM8K test / MATH-500)
     "critic/score/mean",                    # training reward
-    "actor/entropy",
+    "actor/entropy",                        # logged by verl's old-log-prob pass (not in bypass mode)
+    "actor/entropy_loss",                   # the update's entropy (recipes set calculate_entropy=True)
     "response_length/mean",
     "actor/drpo/abs_log_ratio_mean",        # training-inference mismatch |log pi - log mu|
     "actor/drpo/abs_prob_diff_mean",        # Binary-TV divergence |pi - mu|

@@ -281,6 +281,7 @@ def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
         "loss_agg_mode": actor.loss_agg_mode,
         "use_kl_loss": actor.use_kl_loss,
         "entropy_coeff": actor.entropy_coeff,
+        "calculate_entropy": actor.calculate_entropy,
         "lr": actor.optim.lr,
         "grad_clip": _get(cfg, "actor_rollout_ref.actor.optim.clip_grad"),
         "actor_strategy": actor.strategy,

@@ -85,6 +85,9 @@ OVERRIDES=(
   actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm
   actor_rollout_ref.actor.use_kl_loss=False
   actor_rollout_ref.actor.entropy_coeff=0
+  # entropy is logged, not optimised: in bypass mode verl skips the old-log-prob pass that logs actor/entropy, so
+  # the update computes it and reports it as actor/entropy_loss (times entropy_coeff = 0 in the loss)
+  actor_rollout_ref.actor.calculate_entropy=True
   "${LOSS_OVERRIDES[@]}"
   # rollout: vLLM, async agent loop (verl's only rollout mode), full untruncated sampling distribution
   actor_rollout_ref.rollout.name=vllm

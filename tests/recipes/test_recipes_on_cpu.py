@@ -83,6 +83,7 @@ def test_recipe_dry_run_end_to_end(tmp_path, recipe):
     assert settings["norm_adv_by_std_in_grpo"] is False
     assert settings["loss_agg_mode"] == "seq-mean-token-sum-norm"
     assert settings["use_kl_loss"] is False
+    assert settings["calculate_entropy"] is True and settings["entropy_coeff"] == 0
     assert settings["rollout_name"] == "vllm" and settings["rollout_mode"] == "async"
     assert settings["temperature"] == 1.0
     assert settings["optimizer_steps_per_rollout"] == 4
