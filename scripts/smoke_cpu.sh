@@ -39,8 +39,19 @@ mkdir -p "$SMOKE_DIR/logs"
 t0=$SECONDS
 log() { echo "[smoke_cpu $(( SECONDS - t0 ))s] $*"; }
 
+# Run a private copy of the recipe: bash reads a script while it runs, so an edit to the checkout mid-run would break it.
+recipe_copy=$SMOKE_DIR/recipe_copy
+rm -rf "$recipe_copy" && mkdir -p "$recipe_copy"
+cp -r "$(dirname "$RECIPE")/." "$recipe_copy/"
+RECIPE=$recipe_copy/$(basename "$RECIPE")
+
 log "building the tiny model and data in $SMOKE_DIR/tiny"
 "$PYTHON" -m verl_drpo.cpu.tiny --out "$SMOKE_DIR/tiny"
+
+# The recipe's plugin check (verl_drpo doctor) once here instead of once per run (it costs ~10-25 s each time).
+log "checking the plugin: $PYTHON -m verl_drpo doctor --quick"
+"$PYTHON" -m verl_drpo doctor --quick
+export SKIP_DOCTOR=1
 
 MAX_RANKS=1
 for m in "${MODES[@]}"; do [[ $m == sync2 ]] && MAX_RANKS=2; done
