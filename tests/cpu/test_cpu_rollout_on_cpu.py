@@ -216,3 +216,60 @@ def test_bad_requests_fail_clearly(server_and_tok):
         asyncio.run(srv.generate("i", prompt, dict(temperature=1.0), image_data=[object()]))
     with pytest.raises(ValueError, match="no room"):
         asyncio.run(srv.generate("l", list(range(1, 90)), dict(temperature=1.0)))
+
+
+# ---- the worker-side adapter -------------------------------------------------------------------------------------------
+
+
+class _FakeRemote:
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    def remote(self, *args):
+        async def call():
+            self.log.append((self.name, args))
+
+        return call()
+
+
+class _FakeServer:
+    def __init__(self):
+        self.calls = []
+        for name in ("update_weights", "wake_up", "sleep"):
+            setattr(self, name, _FakeRemote(self.calls, name))
+
+
+@pytest.mark.parametrize("rank,tp,leader,replica", [(0, 1, True, 0), (1, 1, True, 1), (1, 2, False, 0)])
+def test_adapter_sends_weights_from_the_replica_leader_only(monkeypatch, rank, tp, leader, replica):
+    from verl.workers.config import RolloutConfig
+
+    from verl_drpo.cpu.rollout import HFServerAdapter
+
+    monkeypatch.setenv("RANK", str(rank))
+    adapter = HFServerAdapter(RolloutConfig(name="hf_cpu", mode="async", tensor_model_parallel_size=tp),
+                              model_config=None, device_mesh=None)
+    assert (adapter.is_leader, adapter.replica_rank) == (leader, replica)
+    fake = _FakeServer()
+    adapter._server = fake
+    consumed = []
+
+    def weights():
+        for name in ("a", "b"):
+            consumed.append(name)  # every rank must drain the generator (gathering shards is a collective)
+            yield name, torch.full((2,), 1.0, dtype=torch.bfloat16)
+
+    asyncio.run(adapter.update_weights(weights(), global_steps=3))
+    asyncio.run(adapter.resume(["weights"]))
+    asyncio.run(adapter.release())
+    assert consumed == ["a", "b"]
+    if leader:
+        (name, (state, steps)), wake, sleep = fake.calls
+        assert name == "update_weights" and steps == 3 and set(state) == {"a", "b"}
+        assert state["a"].dtype == torch.float32
+        assert wake[0] == "wake_up" and sleep[0] == "sleep"
+    else:
+        assert fake.calls == []
+    with pytest.raises(NotImplementedError):
+        asyncio.run(adapter.update_weights(iter([]), wire_format="delta_flush"))
+    with pytest.raises(NotImplementedError, match="LoRA"):
+        asyncio.run(adapter.update_weights(iter([]), peft_config={"r": 8}))
