@@ -1,7 +1,9 @@
 """Micro-benchmark: DRPO's registered verl loss (with all its diagnostics) against verl's `vanilla` and `dppo_tv`.
 
 Forward + backward of the policy-loss function alone, on realistic shapes, every variant measured side by side in
-one run (interleaved rounds, median), printed as ratios to `vanilla`. Memory is reported two ways: the bytes the
+one run (interleaved rounds, median), printed as ratios to `vanilla`. DRPO runs eager and compiled: the plugin
+compiles its evaluation exactly when verl's `actor.use_torch_compile` is on (verl's default); the first compiled call
+(excluded, as warm-up) takes seconds. Memory is reported two ways: the bytes the
 loss saves for backward (what it adds to a training step's peak; measured with autograd's saved-tensor hooks, on any
 device) and, on CUDA, the peak allocated memory of the call.
 
@@ -34,9 +36,10 @@ def make_inputs(batch, length, device, dtype, seed=0):
     return log_prob, old_log_prob, advantages, mask
 
 
-def actor_config(loss_mode, **kw):
+def actor_config(loss_mode, use_torch_compile=False, **kw):
     return ActorConfig(
         strategy="fsdp",
+        use_torch_compile=use_torch_compile,
         rollout_n=8,
         ppo_micro_batch_size_per_gpu=1,
         loss_agg_mode="seq-mean-token-sum-norm",
@@ -58,8 +61,9 @@ def variants():
             get_policy_loss_fn("dppo_tv"),
             actor_config("dppo_tv", clip_ratio=0.15, clip_ratio_low=0.15, clip_ratio_high=0.15, clip_ratio_c=10000.0),
         ),
-        "drpo": (get_policy_loss_fn("drpo"), actor_config("drpo")),
-        "drpo (formula only, no diagnostics)": (bare_drpo, actor_config("drpo")),
+        "drpo (eager)": (get_policy_loss_fn("drpo"), actor_config("drpo")),
+        "drpo (actor.use_torch_compile=True)": (get_policy_loss_fn("drpo"), actor_config("drpo", True)),
+        "drpo formula alone, autograd, no diagnostics": (bare_drpo, actor_config("drpo")),
     }
 
 
@@ -139,14 +143,14 @@ def main(argv=None):
         f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.clock} clock, "
         f"median of {args.rounds} interleaved rounds"
     )
-    header = f"{'loss':40s} {'time ms':>9s} {'x vanilla':>9s} {'saved for bwd MB':>17s}"
+    header = f"{'loss':46s} {'time ms':>9s} {'x vanilla':>9s} {'saved for bwd MB':>17s}"
     if args.device == "cuda":
         header += f" {'peak MB':>9s}"
     print(header)
     for name in table:
         t = statistics.median(times[name])
         saved, peak = memory[name]
-        line = f"{name:40s} {t * 1e3:9.1f} {t / base:9.2f} {saved / 2**20:17.1f}"
+        line = f"{name:46s} {t * 1e3:9.1f} {t / base:9.2f} {saved / 2**20:17.1f}"
         if peak is not None:
             line += f" {peak / 2**20:9.1f}"
         print(line)

@@ -244,43 +244,48 @@ class LossTerms:
     penalty: torch.Tensor  # penalty (detached)
 
 
+@torch.no_grad()
+def _values_and_gradient(loss: PolicyLoss, log_prob, anchor_log_prob, advantages):
+    terms = TokenTerms.from_log_probs(log_prob, anchor_log_prob, advantages)
+    penalty = loss.penalty(terms)
+    values = torch.addcmul(penalty, terms.advantages, terms.ratio, value=-1.0)
+    weight = loss.gradient_weight(terms)
+    # d l / d log pi = -w A r, and zero where the clamp is active (as autograd through the clamp gives)
+    grad_coef = torch.where(terms.log_ratio == terms.clamped_log_ratio, -weight * terms.advantages * terms.ratio, 0.0)
+    return LossTerms(values, terms, weight, penalty), grad_coef.to(log_prob.dtype)
+
+
 def policy_loss_terms(
     loss: PolicyLoss, log_prob: torch.Tensor, anchor_log_prob: torch.Tensor, advantages: torch.Tensor
 ) -> LossTerms:
-    """Per-token loss l = -A r + penalty with grad l = -w A r grad log pi (zero where the log-ratio is clamped,
-    as autograd through the clamp gives), plus the quantities the diagnostics need."""
-    with torch.no_grad():
-        terms = TokenTerms.from_log_probs(log_prob, anchor_log_prob, advantages)
-        penalty = loss.penalty(terms)
-        values = torch.addcmul(penalty, terms.advantages, terms.ratio, value=-1.0)
-        weight = loss.gradient_weight(terms)
-        grad_coef = weight * terms.advantages * terms.ratio
-        grad_coef.neg_().masked_fill_(terms.log_ratio != terms.clamped_log_ratio, 0.0)
-        grad_coef = grad_coef.to(log_prob.dtype)
-    return LossTerms(_ValueWithGradient.apply(log_prob, values, grad_coef), terms, weight, penalty)
+    """Per-token loss l = -A r + penalty with grad l = -w A r grad log pi, plus the quantities the diagnostics
+    need."""
+    parts, grad_coef = _values_and_gradient(loss, log_prob, anchor_log_prob, advantages)
+    return LossTerms(_ValueWithGradient.apply(log_prob, parts.loss, grad_coef), parts.terms, parts.weight, parts.penalty)
 
 
 # ---- diagnostics -----------------------------------------------------------------------------------------------
 #
 # Statistics over the valid tokens (mask True), as 0-dim tensors so a caller reads them all with one device sync.
-# Masked sums are dot products with the float mask; masked extrema fill padding with a valid token's value. The
-# caller handles an empty mask.
+# Masked sums are dot products with the float mask; masked extrema fill padding with -inf/+inf. The caller handles
+# an empty mask.
 
 
 def _masked_reducers(mask: torch.Tensor, dtype: torch.dtype):
     flat_bool = mask.reshape(-1)
     flat_mask = flat_bool.to(dtype)
     n = flat_mask.sum()
-    any_valid = torch.argmax(flat_mask)  # index of some valid token
 
     def mean(x):
         return torch.dot(x.reshape(-1), flat_mask) / n
 
-    def valid_only(x):
-        flat = x.reshape(-1)
-        return torch.where(flat_bool, flat, flat[any_valid])
+    def masked_max(x):
+        return torch.where(flat_bool, x.reshape(-1), -torch.inf).amax()
 
-    return n, mean, valid_only
+    def masked_min(x):
+        return torch.where(flat_bool, x.reshape(-1), torch.inf).amin()
+
+    return mean, masked_max, masked_min
 
 
 @torch.no_grad()
@@ -289,24 +294,23 @@ def summary_statistics(parts: LossTerms, mask: torch.Tensor) -> dict[str, torch.
     the Binary-TV boundary (> boundary) and `weight_min` whether any weight is negative: only then does
     `boundary_statistics` have anything non-zero to count."""
     t = parts.terms
-    _, mean, valid_only = _masked_reducers(mask, t.ratio.dtype)
-    weight_min, weight_max = torch.aminmax(valid_only(parts.weight))
+    mean, masked_max, masked_min = _masked_reducers(mask, t.ratio.dtype)
     ratio_mean = mean(t.ratio)
     clamped_mean = mean(t.clamped_log_ratio)
     abs_diff = t.prob_diff.abs()
     return {
         "abs_prob_diff_mean": mean(abs_diff),
-        "abs_prob_diff_max": valid_only(abs_diff).amax(),
-        "weight_min": weight_min,
+        "abs_prob_diff_max": masked_max(abs_diff),
+        "weight_min": masked_min(parts.weight),
         "weight_mean": mean(parts.weight),
-        "weight_max": weight_max,
+        "weight_max": masked_max(parts.weight),
         "penalty_mean": mean(parts.penalty),
         "ratio_mean": ratio_mean,
-        "ratio_max": valid_only(t.ratio).amax(),
+        "ratio_max": masked_max(t.ratio),
         "k3_kl": ratio_mean - 1.0 - clamped_mean,  # k3 estimator of KL(mu || pi) = E[r - 1 - log r] >= 0
         "abs_log_ratio_mean": mean(t.log_ratio.abs()),  # training-inference mismatch; unclamped on purpose
         "neg_log_ratio_mean": -clamped_mean,  # verl's `ppo_kl`
-        "signed_shift_max": valid_only(torch.sign(t.advantages) * t.prob_diff).amax(),  # > 0: moved the way A pushes
+        "signed_shift_max": masked_max(torch.sign(t.advantages) * t.prob_diff),  # > 0: moved the way A pushes
     }
 
 
@@ -322,3 +326,40 @@ def boundary_statistics(loss: PolicyLoss, parts: LossTerms, mask: torch.Tensor) 
         "beyond_boundary_neg_frac": (beyond & (t.advantages < 0)).sum() / n,
         "negative_weight_frac": ((parts.weight < 0) & mask).sum() / n,
     }
+
+
+# ---- the whole per-micro-batch evaluation, for the verl glue -----------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    loss: PolicyLoss,
+    log_prob: torch.Tensor,
+    anchor_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    boundary_counts: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss values, d loss / d log pi, statistics), all detached; a pure function of tensors, so torch.compile
+    can fuse it into a few kernels. `boundary_counts` adds `boundary_statistics`."""
+    parts, grad_coef = _values_and_gradient(loss, log_prob, anchor_log_prob, advantages)
+    stats = summary_statistics(parts, mask)
+    if boundary_counts:
+        stats.update(boundary_statistics(loss, parts, mask))
+    return parts.loss, grad_coef, stats
+
+
+_compiled_evaluate = None
+
+
+def compiled_evaluate(*args, **kwargs):
+    """`evaluate` through torch.compile (built on first use; shapes are marked dynamic after the first change)."""
+    global _compiled_evaluate
+    if _compiled_evaluate is None:
+        _compiled_evaluate = torch.compile(evaluate)
+    return _compiled_evaluate(*args, **kwargs)
+
+
+def attach_gradient(log_prob: torch.Tensor, values: torch.Tensor, grad_coef: torch.Tensor) -> torch.Tensor:
+    """`values`, made differentiable w.r.t. `log_prob` with d values / d log_prob = grad_coef (elementwise)."""
+    return _ValueWithGradient.apply(log_prob, values, grad_coef)

@@ -12,7 +12,7 @@ docs/metrics.md.
 
 from __future__ import annotations
 
-import logging
+import functools
 import math
 import warnings
 from typing import Any
@@ -27,8 +27,6 @@ check_verl_version()  # an unsupported verl fails here; `python -m verl_drpo doc
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss  # noqa: E402
 
 from verl_drpo.config import HYPERPARAMETER_DEFAULTS, validate_positive  # noqa: E402
-
-logger = logging.getLogger(__name__)
 
 METRIC_PREFIX = "actor/drpo/"
 # Loss modes whose trust region is measured against mu: they need the rollout log-probs as their anchor.
@@ -103,15 +101,20 @@ def _warn_decoupled_anchor(loss_mode: str) -> None:
         )
 
 
-def _evaluate(spec, old_log_prob, log_prob, advantages, mask, loss_agg_mode, global_batch_info, rollout_is_weights):
+def _evaluate(
+    spec, old_log_prob, log_prob, advantages, mask, loss_agg_mode, global_batch_info, rollout_is_weights, compiled
+):
     """(loss, metrics), or None when the loss or a statistic is not finite."""
-    parts = losses.policy_loss_terms(spec, log_prob, old_log_prob, advantages)
-    loss_mat = parts.loss if rollout_is_weights is None else parts.loss * rollout_is_weights.detach()
+    if compiled:  # fused kernels: the boundary counts cost nothing extra, so always take them
+        values, grad_coef, stats = losses.compiled_evaluate(spec, log_prob, old_log_prob, advantages, mask, True)
+    else:
+        values, grad_coef, stats = losses.evaluate(spec, log_prob, old_log_prob, advantages, mask, False)
+    loss_mat = losses.attach_gradient(log_prob, values, grad_coef)
+    if rollout_is_weights is not None:
+        loss_mat = loss_mat * rollout_is_weights.detach()
     pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
 
-    # One device sync reads the loss and every statistic; the boundary counts (zero unless the boundary or a
-    # negative weight is reached, never at the paper's delta = 12.5) cost a second pass only when they are not.
-    stats = losses.summary_statistics(parts, mask)
+    # One device sync reads the loss and every statistic.
     values = torch.stack([mask.sum().float(), pg_loss.detach().float(), *(v.float() for v in stats.values())])
     n_valid, *checked = values.tolist()
     if n_valid == 0:
@@ -121,11 +124,15 @@ def _evaluate(spec, old_log_prob, log_prob, advantages, mask, loss_agg_mode, glo
     if not all(math.isfinite(v) for v in checked):
         return None
     metrics = dict(zip(stats, checked[1:]))
-    if metrics["signed_shift_max"] > spec.boundary or metrics["weight_min"] < 0:
-        counts = losses.boundary_statistics(spec, parts, mask)
-        metrics.update(zip(counts, torch.stack(list(counts.values())).tolist()))
-    else:
-        metrics.update(beyond_boundary_pos_frac=0.0, beyond_boundary_neg_frac=0.0, negative_weight_frac=0.0)
+    if "negative_weight_frac" not in metrics:
+        # Eager: the boundary counts are zero unless the boundary or a negative weight is reached (never at the
+        # paper's delta = 12.5); only then pay for a second pass.
+        if metrics["signed_shift_max"] > spec.boundary or metrics["weight_min"] < 0:
+            counts = losses.evaluate(spec, log_prob, old_log_prob, advantages, mask, True)[2]
+            keys = ("beyond_boundary_pos_frac", "beyond_boundary_neg_frac", "negative_weight_frac")
+            metrics.update(zip(keys, torch.stack([counts[k] for k in keys]).tolist()))
+        else:
+            metrics.update(beyond_boundary_pos_frac=0.0, beyond_boundary_neg_frac=0.0, negative_weight_frac=0.0)
 
     out = {METRIC_PREFIX + k: v for k, v in metrics.items() if k not in ("neg_log_ratio_mean", "signed_shift_max")}
     # verl's dashboard conventions: clipfrac = share of tokens past the boundary (where DPPO would mask),
@@ -151,8 +158,10 @@ def _policy_loss(
         _warn_decoupled_anchor(spec.name)
     mask = response_mask.bool()
     batch_info = config.get("global_batch_info", None) or {}
+    # Follow verl's own switch: the loss is compiled exactly when verl may compile the actor.
+    compiled = bool(config.get("use_torch_compile", False))
     args = (old_log_prob, log_prob, advantages, mask, loss_agg_mode, batch_info, rollout_is_weights)
-    result = _evaluate(spec, *args)
+    result = _evaluate(spec, *args, compiled)
     if result is not None:
         return result
 
@@ -167,7 +176,7 @@ def _policy_loss(
     clean = {k: torch.where(mask, t, 0.0) for k, t in named.items()}
     result = _evaluate(
         spec, clean["old_log_prob"], clean["log_prob"], clean["advantages"], mask, loss_agg_mode, batch_info,
-        clean.get("rollout_is_weights"),
+        clean.get("rollout_is_weights"), compiled,
     )
     if result is None:
         raise FloatingPointError(_diagnose_non_finite(spec.name, mask, named))
@@ -175,14 +184,19 @@ def _policy_loss(
 
 
 def _spec_from_config(loss_mode: str, config: Any) -> losses.PolicyLoss:
+    return _spec(loss_mode, **{name: _hyperparameter(config, name) for name in HYPERPARAMETER_DEFAULTS})
+
+
+@functools.lru_cache(maxsize=64)  # one object per setting, so a compiled evaluation is reused, not re-traced
+def _spec(loss_mode: str, drpo_delta: float, spo_epsilon: float, mask_drpo_tv_delta: float) -> losses.PolicyLoss:
     if loss_mode == "drpo":
-        return losses.drpo(_hyperparameter(config, "drpo_delta"))
+        return losses.drpo(drpo_delta)
     if loss_mode == "spo":
-        return losses.spo(_hyperparameter(config, "spo_epsilon"), _hyperparameter(config, "mask_drpo_tv_delta"))
+        return losses.spo(spo_epsilon, mask_drpo_tv_delta)
     if loss_mode == "pg_is":
-        return losses.pg_is(_hyperparameter(config, "mask_drpo_tv_delta"))
+        return losses.pg_is(mask_drpo_tv_delta)
     if loss_mode == "mask_drpo":
-        return losses.mask_drpo(_hyperparameter(config, "drpo_delta"), _hyperparameter(config, "mask_drpo_tv_delta"))
+        return losses.mask_drpo(drpo_delta, mask_drpo_tv_delta)
     raise ValueError(f"verl-drpo has no loss mode {loss_mode!r}; it registers {LOSS_MODES}")
 
 

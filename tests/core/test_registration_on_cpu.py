@@ -48,7 +48,7 @@ RAY_WORKER = textwrap.dedent(
         import torch, verl  # nothing imported from verl_drpo by hand: the entry point must do it
         from verl.trainer.ppo.core_algos import get_policy_loss_fn
         from verl.workers.config import ActorConfig, PolicyLossConfig
-        config = ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1,
+        config = ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, use_torch_compile=False,
                              policy_loss=PolicyLossConfig(loss_mode="drpo"))
         lp = torch.log(torch.tensor([[0.5, 0.2]]))
         loss, metrics = get_policy_loss_fn("drpo")(
