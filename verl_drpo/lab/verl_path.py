@@ -1,0 +1,149 @@
+"""The lab's only route to a loss: verl's own ``verl.workers.utils.losses.ppo_loss`` with a real ``ActorConfig``.
+
+verl's FSDP engine calls ``ppo_loss(config, model_output, data)`` once per micro-batch, with
+- ``model_output["log_probs"]``: a jagged nested tensor (bs, prompt_len_i + response_len_i) of log pi, position t
+  holding log pi(token t+1) (the engine rolls the labels);
+- ``data``: a TensorDict whose ``prompts``/``responses``/``response_mask``/``old_log_probs``/``advantages`` are jagged
+  nested tensors over the real (unpadded) tokens, plus the non-tensor entries ``dp_size``, ``batch_num_tokens``
+  (valid response tokens of the whole mini-batch) and ``global_batch_size`` (sequences of the mini-batch).
+``to_verl_inputs`` builds exactly that from a padded lab batch; ``ppo_loss`` then pads back with
+``no_padding_2_padding``, looks the loss mode up in verl's registry and aggregates with ``agg_loss``.
+
+The anchor is the rollout: ``old_log_probs`` are the behaviour policy's log mu (verl's bypass mode,
+``algorithm.rollout_correction.bypass_mode=True``), as DPPO and DRPO require.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+# Methods at their papers' hyper-parameters. `policy_loss` holds DRPOPolicyLossConfig fields; the rest are ActorConfig
+# fields. vanilla = GRPO with clip-higher (DAPO: eps_low 0.2, eps_high 0.28, verl's dual-clip c = 3). dppo_*: verl
+# reads the thresholds from clip_ratio_low/high; clip_ratio_c=10000 turns verl's ratio truncation off as in verl's
+# DPPO example. spo: eps = 12.5 (the DRPO paper's regularization threshold). drpo: delta as named.
+METHODS: dict[str, dict] = {
+    "drpo": dict(loss_mode="drpo", policy_loss=dict(drpo_delta=12.5)),
+    "drpo_d2.5": dict(loss_mode="drpo", policy_loss=dict(drpo_delta=2.5)),
+    "drpo_d1": dict(loss_mode="drpo", policy_loss=dict(drpo_delta=1.0)),
+    "drpo_d0.2": dict(loss_mode="drpo", policy_loss=dict(drpo_delta=0.2)),
+    "dppo_tv": dict(loss_mode="dppo_tv", clip_ratio_low=0.15, clip_ratio_high=0.15, clip_ratio_c=10000.0),
+    "dppo_kl": dict(loss_mode="dppo_kl", clip_ratio_low=0.05, clip_ratio_high=0.05, clip_ratio_c=10000.0),
+    "vanilla": dict(loss_mode="vanilla", clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0),
+    "spo": dict(loss_mode="spo", policy_loss=dict(spo_epsilon=12.5)),
+    "pg_is": dict(loss_mode="pg_is"),
+}
+DEFAULT_METHODS = tuple(METHODS)
+VERL_BUILTIN_MODES = ("vanilla", "dppo_tv", "dppo_kl")
+
+
+def make_actor_config(method: str, mini_batch_size: int, rollout_n: int, loss_scale_factor: int):
+    """A real verl ActorConfig for `method` (policy_loss is DRPOPolicyLossConfig when the core package has it)."""
+    from verl.workers.config import ActorConfig
+
+    if method not in METHODS:
+        raise ValueError(f"unknown lab method {method!r}; choose from {', '.join(METHODS)}")
+    spec = dict(METHODS[method])
+    loss_mode = spec.pop("loss_mode")
+    pl_fields = spec.pop("policy_loss", {})
+    policy_loss = _policy_loss_config(loss_mode, pl_fields)
+    return ActorConfig(
+        strategy="fsdp",
+        ppo_mini_batch_size=mini_batch_size,
+        ppo_micro_batch_size_per_gpu=mini_batch_size,
+        rollout_n=rollout_n,
+        loss_agg_mode="seq-mean-token-sum-norm",
+        loss_scale_factor=loss_scale_factor,
+        use_torch_compile=False,
+        entropy_coeff=0.0,
+        use_kl_loss=False,
+        policy_loss=policy_loss,
+        **spec,
+    )
+
+
+def _policy_loss_config(loss_mode: str, fields: dict):
+    try:
+        from verl_drpo.config import DRPOPolicyLossConfig
+    except ImportError as e:  # the core package is missing: only verl's own modes can run
+        if loss_mode not in VERL_BUILTIN_MODES:
+            raise RuntimeError(
+                f"loss mode {loss_mode!r} needs verl_drpo.config.DRPOPolicyLossConfig, which failed to import: {e}"
+            ) from e
+        from verl.workers.config import PolicyLossConfig
+
+        return PolicyLossConfig(loss_mode=loss_mode)
+    return DRPOPolicyLossConfig(loss_mode=loss_mode, **fields)
+
+
+@dataclass
+class MiniBatch:
+    """Padded lab tensors of one mini-batch: prompts (bs, P) left-padded, responses (bs, R) right-padded."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    old_log_probs: torch.Tensor
+    advantages: torch.Tensor
+    extra: dict = field(default_factory=dict)
+
+
+def _nested(rows: list[torch.Tensor]) -> torch.Tensor:
+    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+
+
+def to_verl_inputs(seq_log_probs: torch.Tensor, mb: MiniBatch, dp_size: int = 1):
+    """Build (model_output, data) as verl's engine hands them to ppo_loss.
+
+    Args:
+        seq_log_probs: (bs, P + R) log pi of the next token at each position (differentiable).
+        mb: the mini-batch.
+    Returns:
+        (model_output, data): model_output["log_probs"] jagged nested over the real tokens; data a TensorDict.
+    """
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+
+    attn = torch.cat([mb.prompt_mask, mb.response_mask], dim=1).bool()
+    bs = attn.shape[0]
+    if not bool(mb.prompt_mask.bool().any(-1).all()):
+        raise ValueError("every sequence needs at least one prompt token")
+    lens = attn.sum(-1)
+    offsets = torch.cat([lens.new_zeros(1), lens.cumsum(0)])
+    log_probs = torch.nested.nested_tensor_from_jagged(seq_log_probs[attn], offsets=offsets)
+
+    rmask = mb.response_mask.bool()
+    pmask = mb.prompt_mask.bool()
+    data = TensorDict(
+        {
+            "prompts": _nested([mb.prompt_ids[i][pmask[i]] for i in range(bs)]),
+            "responses": _nested([mb.response_ids[i][rmask[i]] for i in range(bs)]),
+            "response_mask": _nested([mb.response_mask[i][rmask[i]] for i in range(bs)]),
+            "old_log_probs": _nested([mb.old_log_probs[i][rmask[i]] for i in range(bs)]),
+            "advantages": _nested([mb.advantages[i][rmask[i]] for i in range(bs)]),
+        },
+        batch_size=[bs],
+    )
+    tu.assign_non_tensor(
+        data, dp_size=dp_size, batch_num_tokens=int(rmask.sum().item()), global_batch_size=bs
+    )
+    return {"log_probs": log_probs}, data
+
+
+def verl_policy_loss(config, seq_log_probs: torch.Tensor, mb: MiniBatch):
+    """verl's ppo_loss on one mini-batch: returns (scalar loss, {metric: float})."""
+    from verl.workers.utils.losses import ppo_loss
+
+    model_output, data = to_verl_inputs(seq_log_probs, mb)
+    loss, metrics = ppo_loss(config, model_output, data)
+    return loss, {k: _to_float(v) for k, v in metrics.items()}
+
+
+def _to_float(v) -> float:
+    if hasattr(v, "aggregate"):  # verl.utils.metric.Metric
+        v = v.aggregate()
+    if isinstance(v, torch.Tensor):
+        v = v.detach().float().mean().item()
+    return float(v)
