@@ -143,7 +143,8 @@ def actor_config(loss_mode: str, args):
 
     settings = dict(LOSS_SETTINGS[loss_mode])
     policy_loss = DRPOPolicyLossConfig(loss_mode=loss_mode, **settings.pop("policy_loss"))
-    return ActorConfig(strategy="fsdp2", rollout_n=args.group_size, ppo_mini_batch_size=args.batch_size // args.group_size,
+    return ActorConfig(strategy="fsdp2", rollout_n=args.group_size,
+                       ppo_mini_batch_size=args.batch_size // args.group_size,
                        ppo_micro_batch_size_per_gpu=args.micro_batch_size, loss_agg_mode="seq-mean-token-sum-norm",
                        use_kl_loss=False, entropy_coeff=0.0, policy_loss=policy_loss, **settings)
 
@@ -277,7 +278,8 @@ def main(argv=None) -> int:
     results = []
     print(f"\n[bench] {args.model_shape}, batch {args.batch_size} x (prompt {args.prompt_len} + response "
           f"{args.response_len}), micro-batch {args.micro_batch_size}, {n_tokens} response tokens per update")
-    print(f"{'loss_mode':<10} {'median s':>9} {'mean s':>8} {'resp tok/s':>11} {'peak GiB':>9} {'vs ' + args.loss_modes[0]:>10}")
+    vs = "vs " + args.loss_modes[0]
+    print(f"{'loss_mode':<10} {'median s':>9} {'mean s':>8} {'resp tok/s':>11} {'peak GiB':>9} {vs:>10}")
     for mode in args.loss_modes:
         med, mean = statistics.median(times[mode]), statistics.fmean(times[mode])
         row = dict(loss_mode=mode, median_s=med, mean_s=mean, tokens_per_s=n_tokens / med,

@@ -210,7 +210,8 @@ def test_unregistered_loss_mode_behind_verls_own_config_class(tmp_path):
     entry, overrides = _base(tmp_path)
     overrides = [o for o in overrides if "drpo_delta" not in o]
     with pytest.raises(dry_run.DryRunError) as err:
-        dry_run.run_dry([*overrides, "actor_rollout_ref.actor.policy_loss._target_=verl.workers.config.PolicyLossConfig",
+        dry_run.run_dry([*overrides,
+                         "actor_rollout_ref.actor.policy_loss._target_=verl.workers.config.PolicyLossConfig",
                          "actor_rollout_ref.actor.policy_loss.loss_mode=not_a_loss"], entry)
     assert err.value.exit_code == dry_run.EXIT_UNREGISTERED and "doctor" in str(err.value)
 
