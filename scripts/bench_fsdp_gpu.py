@@ -8,7 +8,8 @@
 What is measured: ``engine.train_batch`` of verl's FSDP2 language-model engine (``EngineRegistry``, the engine the
 actor worker uses), i.e. zero_grad + forward + verl's ``ppo_loss`` (which calls the registered policy loss) +
 backward over the micro-batches + grad clip + AdamW step, on a randomly initialised model with the shape of
-Qwen2.5-0.5B (no download), bf16 parameters and fp32 log-probs as in the recipes. Batches are synthetic: random
+Qwen2.5-0.5B (no download), with verl's FSDP defaults (fp32 master weights, bf16 mixed-precision compute) and
+verl's remove-padding path, as in the recipes. Batches are synthetic: random
 token ids, left-padded prompts and right-padded responses, mu = the model's own log-probs plus noise (a
 training-inference mismatch), binary rewards centred per group of ``--group-size`` as GRPO without std
 normalisation does. Loss modes are interleaved step by step (A B A B ...) so drift affects them alike. Reported:
@@ -73,6 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed updates per loss mode first")
     p.add_argument("--mismatch", type=float, default=0.05, help="std of the noise between log pi and log mu")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--attn-implementation", default="auto",
+                   help="transformers attention: auto = flash_attention_2 on CUDA when flash_attn is installed "
+                        "(what verl uses by default), else sdpa")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -116,6 +120,17 @@ def write_random_model(shape: dict, path: str, seed: int) -> None:
     model.save_pretrained(path)
 
 
+def attn_implementation(args) -> str:
+    if args.attn_implementation != "auto":
+        return args.attn_implementation
+    if args.device == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
 def build_engine(model_path: str, args):
     from verl.trainer.config import CheckpointConfig
     from verl.workers.config import FSDPEngineConfig, FSDPOptimizerConfig, HFModelConfig
@@ -124,7 +139,7 @@ def build_engine(model_path: str, args):
     model_config = HFModelConfig(
         path=model_path, load_tokenizer=False, use_remove_padding=True,
         enable_gradient_checkpointing=args.gradient_checkpointing,
-        override_config={"attn_implementation": "sdpa"},
+        override_config={"attn_implementation": attn_implementation(args)},
     )
     model_config.model_type = "language_model"
     engine_config = FSDPEngineConfig(forward_only=False, strategy="fsdp2", use_remove_padding=True)
@@ -240,7 +255,8 @@ def main(argv=None) -> int:
     from verl.workers.utils.losses import ppo_loss
 
     print(f"[bench] torch {torch.__version__}, device {args.device}"
-          + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else ""), flush=True)
+          + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
+          + f", attention {attn_implementation(args)}", flush=True)
     shape = SHAPES[args.model_shape]
     generator = torch.Generator().manual_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="bench_fsdp_") as model_dir:
@@ -294,7 +310,8 @@ def main(argv=None) -> int:
             print(f"[bench] WARNING: {row['loss_mode']}: the update reported no pg_loss/grad_norm", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "response_tokens": n_tokens, "results": results,
+            json.dump({"args": vars(args), "attention": attn_implementation(args), "response_tokens": n_tokens,
+                       "results": results,
                        "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
                        "torch": torch.__version__}, fh, indent=1)
     import torch.distributed as dist
