@@ -33,15 +33,11 @@ METRIC_PREFIX = "actor/drpo/"
 ANCHORED_LOSS_MODES = frozenset({"drpo", "mask_drpo", "spo", "pg_is", "dppo_tv", "dppo_kl"})
 
 
-class PluginNotLoadedError(RuntimeError):
-    pass
-
-
 def require_registered(loss_mode: str) -> None:
     """Raise a clear error if `loss_mode` is not in verl's policy-loss registry of this process."""
     if loss_mode not in POLICY_LOSS_REGISTRY:
         hint = ""
-        if loss_mode.lower() in LOSS_MODES or loss_mode in {m.upper() for m in LOSS_MODES}:
+        if loss_mode.lower() in POLICY_LOSS_REGISTRY:
             hint = f" Loss modes are case-sensitive: did you mean {loss_mode.lower()!r}?"
         raise ValueError(
             f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r} is not a registered policy loss.{hint} "
