@@ -165,8 +165,9 @@ def _check_async_trainer(cfg, entry: str) -> None:
         raise DryRunError("verl would reject this run at start-up:\n  - " + "\n  - ".join(problems), EXIT_INVALID)
 
 
-def _own_warnings(cfg) -> list[str]:
-    """Checks about mu (the rollout distribution) that verl does not make."""
+def _own_warnings(cfg, temperature: bool = True) -> list[str]:
+    """Checks about mu (the rollout distribution) that verl does not make (the temperature one only when the
+    plugin's check_trainer_config, which has its own, is unavailable)."""
     warnings = []
     rollout = cfg.actor_rollout_ref.rollout
     top_k = rollout.get("top_k", -1)
@@ -176,7 +177,7 @@ def _own_warnings(cfg) -> list[str]:
             f"logprobs_mode={rollout.get('logprobs_mode')} returns log-probs of the truncated distribution, which "
             "the actor does not reproduce, so r = pi/mu is biased below 1 even with identical weights"
         )
-    if float(rollout.temperature) != 1.0:
+    if temperature and float(rollout.temperature) != 1.0:
         warnings.append(
             f"rollout temperature {rollout.temperature} != 1.0: mu and pi are both computed on logits / "
             "temperature (vLLM processed_logprobs; verl's actor scales by the rollout temperature), so the trust "
@@ -236,11 +237,11 @@ def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
 
     _check_async_trainer(cfg, entry)
 
-    warnings = _own_warnings(cfg)
     try:
         from verl_drpo.plugin import check_trainer_config
     except ImportError:
         check_trainer_config = None
+    warnings = _own_warnings(cfg, temperature=check_trainer_config is None)
     if check_trainer_config is not None:
         try:
             warnings.extend(check_trainer_config(cfg))

@@ -261,3 +261,11 @@ def test_sweep_runs_every_loss_mode_and_seed(tmp_path):
         seen.add((mode, seed))
     assert seen == {("drpo", "1"), ("drpo", "2"), ("vanilla", "1"), ("vanilla", "2")}
     assert sorted(os.listdir(tmp_path / "runs" / "logs")) == sorted(f"math-{m}-sync-seed{s}.log" for m, s in seen)
+
+
+def test_non_unit_temperature_is_warned_once(tmp_path):
+    _, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, TEMPERATURE="0.7")
+    entry, overrides = overrides_of(dry_run_argv(calls))
+    report = dry_run.run_dry(overrides, entry)
+    assert report.settings["temperature"] == 0.7
+    assert len([w for w in report.warnings if "temperature" in w]) == 1
