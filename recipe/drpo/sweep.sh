@@ -8,7 +8,8 @@
 # Every other variable (MODEL_SIZE, TRAINER_MODE, STALENESS, N_GPUS_PER_NODE, ...) passes through to the recipe;
 # command-line Hydra overrides go to every run. Logs: $LOG_DIR/<experiment>.log; metrics: verl's file logger
 # ($VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl), which scripts/plot_runs.py reads.
-# KEEP_GOING=1 goes on after a failed run (the sweep still exits non-zero at the end).
+# KEEP_GOING=1 goes on after a failed run (the sweep still exits non-zero at the end). Experiment names are
+# <recipe>-<loss>-<trainer mode>-seed<k>$EXPERIMENT_SUFFIX (e.g. EXPERIMENT_SUFFIX=-delta0.2 with DRPO_DELTA=0.2).
 set -xeuo pipefail
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
