@@ -59,6 +59,10 @@ drpo_mode_overrides() {
   ENTRY=verl.trainer.main_ppo
   DRY_RUN_ENTRY=main_ppo
   MODE_OVERRIDES=()
+  if (( PPO_MINI_BATCH_SIZE <= 0 || TRAIN_BATCH_SIZE % PPO_MINI_BATCH_SIZE )); then
+    echo "TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE} must be a multiple of PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE}" >&2
+    return 1
+  fi
   local sync_step=$(( TRAIN_BATCH_SIZE / PPO_MINI_BATCH_SIZE ))
   local rollout_gpus=${ROLLOUT_GPUS_PER_NODE:-$(( N_GPUS_PER_NODE / 2 ))}
   case "$mode" in

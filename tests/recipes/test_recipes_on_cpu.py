@@ -125,6 +125,12 @@ def test_unknown_mode_variable_fails_in_bash(tmp_path, var, value):
     assert calls == []
 
 
+def test_batch_geometry_is_checked_in_bash(tmp_path):
+    proc, calls = record_calls(tmp_path, "math", SKIP_DOCTOR=1, DRY_RUN=1, TRAIN_BATCH_SIZE=60, PPO_MINI_BATCH_SIZE=16)
+    assert proc.returncode != 0 and "must be a multiple of PPO_MINI_BATCH_SIZE=16" in proc.stderr
+    assert calls == []
+
+
 def test_runtime_env_fallback_is_one_variable_away(tmp_path):
     _, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, USE_RUNTIME_ENV_PLUGIN=1)
     entry, overrides = overrides_of(dry_run_argv(calls))
