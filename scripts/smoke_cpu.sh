@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # CPU smoke test of verl's own trainer running the DRPO GSM8K recipe end to end (no GPU, no network).
 #
-#   bash scripts/smoke_cpu.sh                        # all five runs (about 5-7 minutes on 2 cores)
+#   bash scripts/smoke_cpu.sh                        # all five runs (about 8-10 minutes on a busy 2-core machine)
 #   bash scripts/smoke_cpu.sh sync colocate_async    # a subset
 #
 # Runs (each `python -m verl.trainer.main_ppo` through recipe/drpo/run_drpo_gsm8k.sh, STEPS training steps):
 #   sync            LOSS_MODE=drpo, 1 worker rank, rollout anchor on (bypass_mode, calculate_log_probs); checks that
 #                   mean |pi - mu| ~ 0 at the first update (mu is the sampling distribution)
 #   sync2           the same with 2 worker ranks: FSDP2 over gloo, data-parallel loss aggregation, 2 rollout replicas
-#   colocate_async  verl's V1 colocate_async trainer (partial rollout, weights every step, staleness bound 2)
+#   colocate_async  verl's V1 colocate_async trainer (partial rollout, weights every step, staleness bound 2);
+#                   checks that some trajectory was trained one policy version stale
 #   dppo_tv         LOSS_MODE=dppo_tv (verl's loss): no DRPO metric may appear
 #   vanilla         LOSS_MODE=vanilla with verl's decoupled anchor (bypass off): verl recomputes old log-probs and
 #                   logs training/rollout_probs_diff_mean, checked ~0
@@ -86,10 +87,12 @@ if [[ "$REUSE_RAY" == 1 ]]; then
 fi
 
 # Shrunk recipe settings: 8 prompts x 4 samples, 1 mini-batch per step, tiny lengths, no validation, no checkpoint.
+# LR 1e-3: one step of weight staleness then moves |pi - mu| to ~1e-3, far above the 1e-4 anchor check, so the check
+# also catches a rollout whose weights were not updated.
 export PYTHON MODEL_PATH=$SMOKE_DIR/tiny/model TRAIN_FILES=$SMOKE_DIR/tiny/train.parquet
 export VAL_FILES=$SMOKE_DIR/tiny/val.parquet TRAIN_BATCH_SIZE=8 PPO_MINI_BATCH_SIZE=8 PPO_MICRO_BATCH_SIZE_PER_GPU=4
 export LOG_PROB_MICRO_BATCH_SIZE_PER_GPU=8 ROLLOUT_N=4 MAX_PROMPT_LENGTH=64 MAX_RESPONSE_LENGTH=8
-export TOTAL_TRAINING_STEPS=$STEPS TEST_FREQ=-1 SAVE_FREQ=-1 PROJECT_NAME=cpu_smoke LR=1e-4
+export TOTAL_TRAINING_STEPS=$STEPS TEST_FREQ=-1 SAVE_FREQ=-1 PROJECT_NAME=cpu_smoke LR=1e-3
 
 # What a CPU run needs on top of the recipe (docs/cpu-smoke.md explains each line).
 cpu_overrides() {
@@ -122,7 +125,7 @@ run_mode() {
   case "$mode" in
     sync)           check=(--max-anchor-gap 1e-4) ;;
     sync2)          ranks=2; check=(--max-anchor-gap 1e-4) ;;
-    colocate_async) trainer_mode=colocate_async ;;
+    colocate_async) trainer_mode=colocate_async; check=(--min-staleness 1) ;;
     dppo_tv)        loss=dppo_tv ;;
     vanilla)        loss=vanilla; extra=(algorithm.rollout_correction.bypass_mode=False); check=(--max-anchor-gap 1e-4) ;;
     *) echo "unknown mode $mode (sync sync2 colocate_async dppo_tv vanilla)" >&2; return 2 ;;

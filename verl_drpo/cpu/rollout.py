@@ -288,7 +288,7 @@ class HFRolloutServer:
             batch, self._pending = self._pending[: self.max_batch_size], self._pending[self.max_batch_size:]
             try:
                 await asyncio.to_thread(self._generate_batch, batch)
-            except BaseException as e:  # hand the error to every caller of this batch, then stop serving it
+            except Exception as e:  # hand the error to every caller of this batch, then go on with the next one
                 for req in batch:
                     if not req.future.done():
                         req.future.set_exception(e)
