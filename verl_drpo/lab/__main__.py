@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, steps=args.steps)
     if args.workers < 1:
         raise SystemExit("--workers must be >= 1")
-    settings = tuple(Setting(k, s) for k, s in pairs)
+    try:
+        settings = tuple(Setting(k, s) for k, s in pairs)
+    except ValueError as e:
+        raise SystemExit(f"python -m verl_drpo.lab: error: {e}") from None
     from .runner import Grid, run_grid
     from .report import plot, write_outputs
 

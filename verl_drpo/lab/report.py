@@ -129,6 +129,8 @@ def plot(out_png: Path, runs: list[dict], title: str = "") -> None:
     methods = list(dict.fromkeys(r["method"] for r in runs))
     cmap = plt.get_cmap("tab10")
     fig, axes = plt.subplots(2, len(settings), figsize=(5.2 * len(settings), 7), squeeze=False)
+    all_s = [v for r in runs for v in r["curve"]["success"]]
+    lo, hi = max(0.0, min(all_s) - 0.05), min(1.0, max(all_s) + 0.05)
     for j, setting in enumerate(settings):
         ax_s, ax_m = axes[0][j], axes[1][j]
         for i, method in enumerate(methods):
@@ -147,7 +149,7 @@ def plot(out_png: Path, runs: list[dict], title: str = "") -> None:
             ax_m.plot(range(1, m + 1), apd, style, color=cmap(i % 10), label=method, lw=1.2)
         ax_s.set_title(f"{setting}: success rate (mean, min-max over seeds)", fontsize=9)
         ax_s.set_xlabel("RL step (rollout)")
-        ax_s.set_ylim(0, 1)
+        ax_s.set_ylim(lo, hi)  # the same success scale in every panel
         ax_s.grid(alpha=0.3)
         ax_m.set_title(f"{setting}: mean |pi - mu| at rollout", fontsize=9)
         ax_m.set_xlabel("RL step (rollout)")
