@@ -46,6 +46,20 @@ def _seeds(s: str) -> list[int]:
     return xs
 
 
+def _versions() -> dict:
+    """Library versions and the checkout's commit, so that a results file says what produced it."""
+    import subprocess
+
+    import torch
+    import transformers
+    import verl
+
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent, check=False)
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "verl": verl.__version__,
+            "git_commit": git.stdout.strip() or None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m verl_drpo.lab",
@@ -109,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": list(seeds),
         "success_threshold": cfg.success_threshold,
         "warm_start_success": info["warm_start_success"],
+        "versions": _versions(),
     }
     res = write_outputs(args.out, runs, meta)
     if not args.no_plot:

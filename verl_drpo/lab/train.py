@@ -23,6 +23,7 @@ from .policy import (
     Rollout,
     SnapshotQueue,
     build_model,
+    left_pad,
     generate,
     response_log_probs,
     sequence_log_probs,
@@ -132,8 +133,6 @@ def warm_start(cfg: LabConfig, seed: int, log=None) -> dict:
 
 
 def _teacher_batch(task: Task, symbols) -> Rollout:
-    from .policy import left_pad
-
     prompt_ids, prompt_mask = left_pad(task.encode_prompts(symbols), task.pad_id)
     answers = task.encode_answers(symbols)
     width = max(len(a) for a in answers)
