@@ -11,8 +11,8 @@
 #   colocate_async  verl's V1 colocate_async trainer (partial rollout, weights every step, staleness bound 2);
 #                   checks that some trajectory was trained one policy version stale
 #   dppo_tv         LOSS_MODE=dppo_tv (verl's loss): no DRPO metric may appear
-#   vanilla         LOSS_MODE=vanilla with verl's decoupled anchor (bypass off): verl recomputes old log-probs and
-#                   logs training/rollout_probs_diff_mean, checked ~0
+#   vanilla         LOSS_MODE=vanilla with verl's decoupled anchor (bypass off), sampling temperature 0.7: verl
+#                   recomputes old log-probs (logits / T) and logs training/rollout_probs_diff_mean, checked ~0
 # Each run's metrics (verl's file logger) are checked by `python -m verl_drpo.cpu.check_run`.
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), SMOKE_DIR (work dir, default outputs/cpu_smoke),
@@ -120,22 +120,23 @@ cpu_overrides() {
 
 declare -A RESULT
 run_mode() {
-  local mode=$1 loss=drpo trainer_mode=sync ranks=1
+  local mode=$1 loss=drpo trainer_mode=sync ranks=1 temperature=1.0
   local -a extra=() check=()
   case "$mode" in
     sync)           check=(--max-anchor-gap 1e-4) ;;
     sync2)          ranks=2; check=(--max-anchor-gap 1e-4) ;;
     colocate_async) trainer_mode=colocate_async; check=(--min-staleness 1) ;;
     dppo_tv)        loss=dppo_tv ;;
-    vanilla)        loss=vanilla; extra=(algorithm.rollout_correction.bypass_mode=False); check=(--max-anchor-gap 1e-4) ;;
+    vanilla)        loss=vanilla; temperature=0.7; extra=(algorithm.rollout_correction.bypass_mode=False)
+                    check=(--max-anchor-gap 1e-4) ;;
     *) echo "unknown mode $mode (sync sync2 colocate_async dppo_tv vanilla)" >&2; return 2 ;;
   esac
   cpu_overrides "$ranks"
   local exp="$mode" out="$SMOKE_DIR/logs/$mode.log" t=$SECONDS
   rm -f "$VERL_FILE_LOGGER_ROOT/$PROJECT_NAME/$exp.jsonl"
-  log "run $mode: LOSS_MODE=$loss TRAINER_MODE=$trainer_mode ranks=$ranks (log: $out)"
+  log "run $mode: LOSS_MODE=$loss TRAINER_MODE=$trainer_mode ranks=$ranks temperature=$temperature (log: $out)"
   local rc=0
-  LOSS_MODE=$loss TRAINER_MODE=$trainer_mode N_GPUS_PER_NODE=$ranks EXPERIMENT_NAME=$exp \
+  LOSS_MODE=$loss TRAINER_MODE=$trainer_mode N_GPUS_PER_NODE=$ranks EXPERIMENT_NAME=$exp TEMPERATURE=$temperature \
     timeout "$SMOKE_TIMEOUT" bash "$RECIPE" "${CPU_OVERRIDES[@]}" "${extra[@]}" > "$out" 2>&1 || rc=$?
   if (( rc != 0 )); then
     log "run $mode FAILED (exit $rc) after $(( SECONDS - t ))s; last lines of $out:"
