@@ -57,13 +57,15 @@ export SKIP_DOCTOR=1
 MAX_RANKS=1
 for m in "${MODES[@]}"; do [[ $m == sync2 ]] && MAX_RANKS=2; done
 
-RAY_PID=
+RAY_PID= ray_tmp=
 cleanup() {
   if [[ -n "$RAY_PID" ]]; then
     log "stopping the Ray head (pid $RAY_PID)"
     kill -TERM "$RAY_PID" 2>/dev/null || true
     wait "$RAY_PID" 2>/dev/null || true
   fi
+  # the Ray session's logs go with it unless KEEP_RAY_LOGS=1 (the runs' own logs stay in $SMOKE_DIR/logs)
+  if [[ -n "$ray_tmp" && "${KEEP_RAY_LOGS:-0}" != 1 ]]; then rm -rf "$ray_tmp"; fi
 }
 trap cleanup EXIT
 
@@ -77,12 +79,14 @@ if [[ "$REUSE_RAY" == 1 ]]; then
     --num-gpus="$MAX_RANKS" --include-dashboard=false --disable-usage-stats --temp-dir="$ray_tmp" \
     > "$SMOKE_DIR/logs/ray_head.log" 2>&1 &
   RAY_PID=$!
+  ray_up=0
   for _ in $(seq 1 120); do
     if "$PYTHON" -c "import ray, sys; ray.init(address='127.0.0.1:$port', logging_level='ERROR'); sys.exit(0)" \
-       >/dev/null 2>&1; then break; fi
+       >/dev/null 2>&1; then ray_up=1; break; fi
     kill -0 "$RAY_PID" 2>/dev/null || { cat "$SMOKE_DIR/logs/ray_head.log"; log "Ray head died"; exit 1; }
     sleep 1
   done
+  (( ray_up )) || { tail -20 "$SMOKE_DIR/logs/ray_head.log"; log "Ray head not reachable after 120 s"; exit 1; }
   export RAY_ADDRESS=127.0.0.1:$port
 fi
 

@@ -7,6 +7,7 @@ modes with `bash scripts/smoke_cpu.sh`. Set VERL_DRPO_CPU_SMOKE_MODES=none to sk
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def test_smoke_cpu_script(tmp_path):
         pytest.skip("VERL_DRPO_CPU_SMOKE_MODES=none")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_PLATFORM")}
     env["SMOKE_DIR"] = str(tmp_path / "smoke")
+    env["PYTHON"] = sys.executable
     r = subprocess.run(["bash", "scripts/smoke_cpu.sh", *modes], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=1500)
     tail = "\n".join(l for l in (r.stdout + r.stderr).splitlines() if "target_num_threads" not in l)[-6000:]
