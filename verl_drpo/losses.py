@@ -123,12 +123,12 @@ def mask_drpo_token_loss(
 
 def drpo_gradient_weight(prob_diff: torch.Tensor, advantages: torch.Tensor, delta: float) -> torch.Tensor:
     """w = 1 - sign(A) (pi - mu) / delta, within [1 - 1/delta, 1 + 1/delta]. prob_diff = pi - mu."""
-    return 1.0 - torch.sign(advantages) * prob_diff / delta
+    return torch.sign(advantages).mul_(prob_diff).mul_(-1.0 / delta).add_(1.0)  # in place: one temporary
 
 
 def spo_gradient_weight(ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float) -> torch.Tensor:
     """w = 1 - sign(A (r - 1)) |r - 1| / eps = 1 - sign(A) (r - 1) / eps; unbounded as mu -> 0."""
-    return 1.0 - torch.sign(advantages) * (ratio - 1.0) / epsilon
+    return torch.sign(advantages).mul_(ratio - 1.0).mul_(-1.0 / epsilon).add_(1.0)
 
 
 def mask_drpo_gradient_weight(
@@ -169,7 +169,7 @@ class TokenTerms:
         clamped = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
         ratio = torch.exp(clamped)
         mu = torch.exp(anchor)
-        return cls(log_ratio, clamped, ratio, mu, mu * (ratio - 1.0), advantages.detach().to(dtype))
+        return cls(log_ratio, clamped, ratio, mu, torch.sub(ratio, 1.0).mul_(mu), advantages.detach().to(dtype))
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,8 @@ def _values_and_gradient(loss: PolicyLoss, log_prob, anchor_log_prob, advantages
     values = torch.addcmul(penalty, terms.advantages, terms.ratio, value=-1.0)
     weight = loss.gradient_weight(terms)
     # d l / d log pi = -w A r, and zero where the clamp is active (as autograd through the clamp gives)
-    grad_coef = torch.where(terms.log_ratio == terms.clamped_log_ratio, -weight * terms.advantages * terms.ratio, 0.0)
+    grad_coef = torch.mul(weight, terms.advantages).mul_(terms.ratio).neg_()
+    grad_coef.masked_fill_(terms.log_ratio != terms.clamped_log_ratio, 0.0)
     return LossTerms(values, terms, weight, penalty), grad_coef.to(log_prob.dtype)
 
 
