@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # torch first, pinned, so that no later dependency (accelerate, peft, ...) pulls a multi-GB CUDA build.
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${EXTRAS:-core,lab,test}
+EXTRAS=${EXTRAS:-core,cpu,lab,test}
 
 stamp="$VENV/.verl-drpo-setup"
 want="$(sha256sum setup.cfg pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16) $TORCH_SPEC $EXTRAS"
