@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates ./.venv with everything the project needs on a CPU machine: torch 2.13.0 (CPU build), verl 0.9.1 with
-# its `verl-core` extra (TransferQueue, for verl's own trainer), and this package in editable mode with the lab
-# and test extras. Idempotent: a second call with an unchanged setup.cfg returns in about a second.
+# its `verl-core` extra (TransferQueue, for verl's own trainer), and this package in editable mode with the
+# cpu, lab and test extras. Idempotent: a second call with an unchanged setup.cfg returns in about a second.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
