@@ -3,7 +3,7 @@
 Everything else in ``verl_drpo.cpu`` goes through verl's registries (``PlatformRegistry``,
 ``RolloutReplicaRegistry``), entry points, environment switches and Hydra overrides. These two do not, so they live
 here, each with the upstream change that would remove it, and each is pinned by a test
-(``tests/cpu/test_workarounds_on_cpu.py``) that fails loudly when a verl upgrade changes the code they rely on.
+(``tests/cpu/test_cpu_workarounds_on_cpu.py``) that fails loudly when a verl upgrade changes the code they rely on.
 
 1. In-worker rollout class (``verl/workers/rollout/base.py``). ``ActorRolloutRefWorker.init_model`` looks the rollout
    class up with ``get_rollout_class(name, mode)`` in the module-level dict ``_ROLLOUT_REGISTRY`` keyed
