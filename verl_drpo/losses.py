@@ -339,14 +339,26 @@ def evaluate(
     anchor_log_prob: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    boundary_counts: bool,
+    boundary_counts: str = "always",
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """(loss values, d loss / d log pi, statistics), all detached; a pure function of tensors, so torch.compile
-    can fuse it into a few kernels. `boundary_counts` adds `boundary_statistics`."""
+    """(loss values, d loss / d log pi, statistics incl. `boundary_statistics`), all detached.
+
+    boundary_counts="always" counts unconditionally: a pure function of tensors that torch.compile fuses into a few
+    kernels. "when_reached" (eager) first reads two scalars and counts only if a token is past the boundary or has
+    a negative weight (never at the paper's delta = 12.5); otherwise the counts are zero without a pass.
+    """
     parts, grad_coef = _values_and_gradient(loss, log_prob, anchor_log_prob, advantages)
     stats = summary_statistics(parts, mask)
-    if boundary_counts:
+    if boundary_counts == "always":
         stats.update(boundary_statistics(loss, parts, mask))
+    elif boundary_counts == "when_reached":
+        if bool((stats["signed_shift_max"] > loss.boundary) | (stats["weight_min"] < 0)):
+            stats.update(boundary_statistics(loss, parts, mask))
+        else:
+            zero = torch.zeros((), dtype=parts.loss.dtype, device=parts.loss.device)
+            stats.update(beyond_boundary_pos_frac=zero, beyond_boundary_neg_frac=zero, negative_weight_frac=zero)
+    else:
+        raise ValueError(f"boundary_counts must be 'always' or 'when_reached', got {boundary_counts!r}")
     return parts.loss, grad_coef, stats
 
 

@@ -102,17 +102,17 @@ def _evaluate(
 ):
     """(loss, metrics), or None when the loss or a statistic is not finite."""
     if compiled:  # fused kernels: the boundary counts cost nothing extra, so always take them
-        values, grad_coef, stats = losses.compiled_evaluate(spec, log_prob, old_log_prob, advantages, mask, True)
+        values, grad_coef, stats = losses.compiled_evaluate(spec, log_prob, old_log_prob, advantages, mask, "always")
     else:
-        values, grad_coef, stats = losses.evaluate(spec, log_prob, old_log_prob, advantages, mask, False)
+        values, grad_coef, stats = losses.evaluate(spec, log_prob, old_log_prob, advantages, mask, "when_reached")
     loss_mat = losses.attach_gradient(log_prob, values, grad_coef)
     if rollout_is_weights is not None:
         loss_mat = loss_mat * rollout_is_weights.detach()
     pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
 
     # One device sync reads the loss and every statistic.
-    values = torch.stack([mask.sum().float(), pg_loss.detach().float(), *(v.float() for v in stats.values())])
-    n_valid, *checked = values.tolist()
+    readback = torch.stack([mask.sum().float(), pg_loss.detach().float(), *(v.float() for v in stats.values())])
+    n_valid, *checked = readback.tolist()
     if n_valid == 0:
         # Empty mask: a defined zero loss that still has a graph (verl calls backward on it).
         zero = torch.where(mask, log_prob, 0.0).sum() * 0.0
@@ -120,15 +120,6 @@ def _evaluate(
     if not all(math.isfinite(v) for v in checked):
         return None
     metrics = dict(zip(stats, checked[1:]))
-    if "negative_weight_frac" not in metrics:
-        # Eager: the boundary counts are zero unless the boundary or a negative weight is reached (never at the
-        # paper's delta = 12.5); only then pay for a second pass.
-        if metrics["signed_shift_max"] > spec.boundary or metrics["weight_min"] < 0:
-            counts = losses.evaluate(spec, log_prob, old_log_prob, advantages, mask, True)[2]
-            keys = ("beyond_boundary_pos_frac", "beyond_boundary_neg_frac", "negative_weight_frac")
-            metrics.update(zip(keys, torch.stack([counts[k] for k in keys]).tolist()))
-        else:
-            metrics.update(beyond_boundary_pos_frac=0.0, beyond_boundary_neg_frac=0.0, negative_weight_frac=0.0)
 
     out = {METRIC_PREFIX + k: v for k, v in metrics.items() if k not in ("neg_log_ratio_mean", "signed_shift_max")}
     # verl's dashboard conventions: clipfrac = share of tokens past the boundary (where DPPO would mask),
