@@ -8,5 +8,8 @@
 
 __version__ = "0.1.0"
 
-# Loss modes this package registers with verl; verl's own `vanilla`, `dppo_tv`, `dppo_kl` stay verl's.
-LOSS_MODES = ("drpo", "spo", "pg_is", "mask_drpo")
+from verl_drpo.modes import OWN_MODES
+
+# Loss modes this package registers with verl (from the table in verl_drpo.modes); verl's own `vanilla`, `dppo_tv`,
+# `dppo_kl` stay verl's.
+LOSS_MODES = OWN_MODES

@@ -1,4 +1,7 @@
-"""Command line: `python -m verl_drpo doctor [--quick] [--json]`.
+"""Command line: `python -m verl_drpo doctor [--quick] [--json]` and `python -m verl_drpo overrides LOSS_MODE`.
+
+`overrides` prints, one per line, the Hydra overrides that select a loss mode with its paper settings (from
+`verl_drpo.modes`, each value taken from its recipe variable when set); the recipes read them with `mapfile`.
 
 verl imports plugins on `import verl` and swallows their import errors (logged at DEBUG level), so a broken or
 missing plugin surfaces only as "Unsupported loss mode" inside a Ray worker, at the first actor update. The doctor
@@ -188,9 +191,20 @@ def main(argv=None) -> int:
     doctor_parser = sub.add_parser("doctor", help="check that verl loads the DRPO losses everywhere")
     doctor_parser.add_argument("--quick", action="store_true", help="skip the Ray worker check (about 20 s)")
     doctor_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    overrides_parser = sub.add_parser("overrides", help="print the Hydra overrides that select a loss mode")
+    overrides_parser.add_argument("loss_mode")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor(quick=args.quick, as_json=args.json)
+    if args.command == "overrides":
+        from verl_drpo import modes
+
+        try:
+            print("\n".join(modes.recipe_overrides(args.loss_mode)))
+        except ValueError as err:
+            print(f"LOSS_MODE={args.loss_mode}: {err}", file=sys.stderr)
+            return 2
+        return 0
     return 2
 
 

@@ -1,0 +1,143 @@
+"""The one table of loss modes. Everything that is true of a mode is written in its entry here, once.
+
+Registration (``verl_drpo.plugin``), config validation (``verl_drpo.config``), the preflight, the dry run, the doctor,
+``check_run``, the lab's method list, the recipes' ``LOSS_MODE`` settings (``python -m verl_drpo overrides MODE``)
+and the tests all read this table. Adding a variant is one entry here, its formula in ``verl_drpo.losses`` and its
+tests.
+
+This module imports neither torch nor verl, so that bash recipes can ask it for their overrides cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+POLICY_LOSS_TARGET = "verl_drpo.config.DRPOPolicyLossConfig"
+POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
+ACTOR_KEY = "actor_rollout_ref.actor"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One hyper-parameter of a mode, with its default, the recipe variable that sets it and where the value comes
+    from. ``field`` is a field of ``DRPOPolicyLossConfig`` (``where="policy_loss"``) or of verl's ``ActorConfig``
+    (``where="actor"``, verl's own modes read their thresholds from there)."""
+
+    field: str
+    default: float
+    env: str
+    help: str
+    where: str = "policy_loss"
+
+    def value(self, environ=None) -> str:
+        """The value as the recipes pass it: the recipe variable if set and non-empty, else the default."""
+        raw = (os.environ if environ is None else environ).get(self.env, "")
+        return raw.strip() if raw.strip() else repr(float(self.default))
+
+
+# The fields DRPOPolicyLossConfig adds to verl's PolicyLossConfig (validated there as finite numbers > 0).
+POLICY_LOSS_FIELDS: dict[str, Setting] = {
+    s.field: s
+    for s in (
+        Setting("drpo_delta", 12.5, "DRPO_DELTA",
+                "DRPO's regularization threshold delta (Eq. 8). 12.5 is the paper's §4 value (an ablation at 2.5 "
+                "changes little). |pi - mu| <= 1, so at 12.5 the gradient weight stays within [0.92, 1.08]: the "
+                "Binary-TV boundary and the corrective regime are reached only for delta < 1 (DPPO uses 0.15-0.2)."),
+        Setting("spo_epsilon", 12.5, "SPO_EPSILON",
+                "SPO's ratio-space threshold eps; 12.5 as in the DRPO paper's comparison."),
+        Setting("mask_drpo_tv_delta", 0.15, "MASK_DRPO_TV_DELTA",
+                "Binary-TV threshold of mask_drpo (its penalty applies only beyond it), and the boundary the "
+                "beyond-boundary metrics of spo, pg_is and mask_drpo refer to. 0.15 is DPPO's delta_TV."),
+    )
+}
+
+
+@dataclass(frozen=True)
+class LossMode:
+    """A policy loss the project runs.
+
+    name: verl's ``policy_loss.loss_mode``.
+    summary, source: one line each for docs and help.
+    registered_by: "verl-drpo" (this package registers it) or "verl" (a verl built-in, run with paper settings).
+    formula: for verl-drpo's modes, the constructor in ``verl_drpo.losses`` that builds its ``PolicyLoss``; it is
+        called with the values of ``reads``, in that order.
+    reads: the ``POLICY_LOSS_FIELDS`` this mode reads.
+    anchored_on_mu: its trust region is measured against the rollout probability mu, so it needs verl's bypass mode
+        (the rollout log-probs as ``old_log_prob``).
+    actor: baseline settings carried by verl's ActorConfig (clip ratios, DPPO's delta).
+    aliases: other names registered for the same loss (configs written for other code bases).
+    """
+
+    name: str
+    summary: str
+    source: str
+    registered_by: str
+    anchored_on_mu: bool
+    formula: str | None = None
+    reads: tuple[str, ...] = ()
+    actor: tuple[Setting, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        return tuple(POLICY_LOSS_FIELDS[f] for f in self.reads) + self.actor
+
+
+_DPPO_C = Setting("clip_ratio_c", 10000.0, "DPPO_CLIP_RATIO_C",
+                  "ratio truncation lifted (verl's default 3.0 would truncate the IS ratio), as verl's DPPO example",
+                  where="actor")
+
+MODES: dict[str, LossMode] = {
+    m.name: m
+    for m in (
+        LossMode("drpo", "DRPO: -A r + |A| mu (r-1)^2 / (2 delta)", "arXiv 2606.09821, Eq. 8", "verl-drpo", True,
+                 formula="drpo", reads=("drpo_delta",), aliases=("spo_adaptive_eps",)),
+        LossMode("mask_drpo", "DRPO's penalty only outside DPPO's Binary-TV region (ablation)",
+                 "arXiv 2606.09821, ablations", "verl-drpo", True, formula="mask_drpo",
+                 reads=("drpo_delta", "mask_drpo_tv_delta")),
+        LossMode("spo", "Simple Policy Optimization: the quadratic in ratio space, -A r + |A| (r-1)^2 / (2 eps)",
+                 "arXiv 2401.16025", "verl-drpo", True, formula="spo", reads=("spo_epsilon", "mask_drpo_tv_delta")),
+        LossMode("pg_is", "unregularized importance-sampled surrogate -A r (ablation)",
+                 "arXiv 2606.09821, ablations", "verl-drpo", True, formula="pg_is", reads=("mask_drpo_tv_delta",)),
+        LossMode("dppo_tv", "DPPO, Binary-TV hard mask (verl's loss)", "arXiv 2602.04879", "verl", True,
+                 actor=(Setting("clip_ratio_low", 0.15, "DPPO_TV_DELTA", "DPPO's delta_TV", where="actor"),
+                        Setting("clip_ratio_high", 0.15, "DPPO_TV_DELTA", "DPPO's delta_TV", where="actor"),
+                        _DPPO_C)),
+        LossMode("dppo_kl", "DPPO, Binary-KL hard mask (verl's loss)", "arXiv 2602.04879", "verl", True,
+                 actor=(Setting("clip_ratio_low", 0.05, "DPPO_KL_DELTA", "DPPO's delta_KL", where="actor"),
+                        Setting("clip_ratio_high", 0.05, "DPPO_KL_DELTA", "DPPO's delta_KL", where="actor"),
+                        _DPPO_C)),
+        LossMode("vanilla", "PPO/GRPO ratio clip with clip-higher (verl's loss)", "DAPO, arXiv 2503.14476", "verl",
+                 False,
+                 actor=(Setting("clip_ratio_low", 0.2, "CLIP_RATIO_LOW", "eps_low", where="actor"),
+                        Setting("clip_ratio_high", 0.28, "CLIP_RATIO_HIGH", "eps_high (clip-higher)", where="actor"),
+                        Setting("clip_ratio_c", 3.0, "CLIP_RATIO_C", "verl's dual-clip c", where="actor"))),
+    )
+}
+
+# verl-drpo's own modes, and every name registered for them (aliases included).
+OWN_MODES: tuple[str, ...] = tuple(n for n, m in MODES.items() if m.registered_by == "verl-drpo")
+ALIASES: dict[str, str] = {a: m.name for m in MODES.values() for a in m.aliases}
+REGISTERED_NAMES: tuple[str, ...] = OWN_MODES + tuple(ALIASES)
+
+
+def get(name: str) -> LossMode:
+    """The entry for a mode or one of its aliases; ValueError listing the choices otherwise."""
+    name = ALIASES.get(name, name)
+    if name not in MODES:
+        raise ValueError(f"unknown loss mode {name!r}; choose one of: {' '.join(MODES)}")
+    return MODES[name]
+
+
+def recipe_overrides(name: str, environ=None) -> list[str]:
+    """The Hydra overrides that select ``name`` with its paper settings, each value taken from its recipe variable
+    when set. Keys that verl's YAML lacks (the config hook's fields) are added with ``+``."""
+    mode = get(name)
+    out = [f"{POLICY_LOSS_KEY}._target_={POLICY_LOSS_TARGET}", f"{POLICY_LOSS_KEY}.loss_mode={name}"]
+    for s in mode.settings:
+        if s.where == "policy_loss":
+            out.append(f"+{POLICY_LOSS_KEY}.{s.field}={s.value(environ)}")
+        else:
+            out.append(f"{ACTOR_KEY}.{s.field}={s.value(environ)}")
+    return out
