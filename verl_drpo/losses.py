@@ -329,6 +329,15 @@ def boundary_statistics(loss: PolicyLoss, parts: LossTerms, mask: torch.Tensor) 
     }
 
 
+# The names of the statistics `evaluate` returns, in its order (the glue returns the same metric keys on every
+# path, an empty micro-batch included).
+STATISTIC_NAMES: tuple[str, ...] = (
+    "abs_prob_diff_mean", "abs_prob_diff_max", "weight_min", "weight_mean", "weight_max", "penalty_mean",
+    "ratio_mean", "ratio_max", "k3_kl", "abs_log_ratio_mean", "neg_log_ratio_mean", "signed_shift_max",
+    "beyond_boundary_pos_frac", "beyond_boundary_neg_frac", "negative_weight_frac",
+)
+
+
 # ---- the whole per-micro-batch evaluation, for the verl glue -----------------------------------------------------
 
 

@@ -114,20 +114,29 @@ def _evaluate(
     readback = torch.stack([mask.sum().float(), pg_loss.detach().float(), *(v.float() for v in stats.values())])
     n_valid, *checked = readback.tolist()
     if n_valid == 0:
-        # Empty mask: a defined zero loss that still has a graph (verl calls backward on it).
-        zero = torch.where(mask, log_prob, 0.0).sum() * 0.0
-        return zero, {"actor/pg_clipfrac": 0.0, "actor/ppo_kl": 0.0, "actor/pg_clipfrac_lower": 0.0}
+        return _empty_mask_result(log_prob, mask)
     if not all(math.isfinite(v) for v in checked):
         return None
-    metrics = dict(zip(stats, checked[1:]))
+    return pg_loss, _metrics(dict(zip(stats, checked[1:])))
 
+
+def _empty_mask_result(log_prob: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """No valid token (verl pads a batch that does not divide with all-masked samples): a zero loss that still has
+    a graph (verl calls backward on it), and the same metric keys as every other call, all 0.0. verl gathers
+    metrics per micro-batch across data-parallel ranks and requires the same keys everywhere."""
+    zero = torch.where(mask, log_prob, 0.0).sum() * 0.0
+    return zero, _metrics(dict.fromkeys(losses.STATISTIC_NAMES, 0.0))
+
+
+def _metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """verl's metric names for the statistics of `losses.evaluate` (docs/metrics.md)."""
     out = {METRIC_PREFIX + k: v for k, v in metrics.items() if k not in ("neg_log_ratio_mean", "signed_shift_max")}
     # verl's dashboard conventions: clipfrac = share of tokens past the boundary (where DPPO would mask),
     # clipfrac_lower = the negative-advantage part of it, ppo_kl = mean(log mu - log pi).
     out["actor/pg_clipfrac"] = metrics["beyond_boundary_pos_frac"] + metrics["beyond_boundary_neg_frac"]
     out["actor/pg_clipfrac_lower"] = metrics["beyond_boundary_neg_frac"]
     out["actor/ppo_kl"] = metrics["neg_log_ratio_mean"]
-    return pg_loss, out
+    return out
 
 
 def _policy_loss(
@@ -144,6 +153,8 @@ def _policy_loss(
     if rollout_is_weights is not None:
         _warn_decoupled_anchor(spec.name)
     mask = response_mask.bool()
+    if mask.numel() == 0:  # batch 0 or length 0: nothing to reduce over, as an empty mask
+        return _empty_mask_result(log_prob, mask)
     batch_info = config.get("global_batch_info", None) or {}
     # Follow verl's own switch: the loss is compiled exactly when verl may compile the actor.
     compiled = bool(config.get("use_torch_compile", False))

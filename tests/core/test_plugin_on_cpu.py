@@ -1,5 +1,6 @@
 """The registered verl losses (verl_drpo.plugin) through verl's own registry, agg_loss and ppo_loss."""
 
+import math
 import warnings
 
 import pytest
@@ -273,3 +274,52 @@ def test_unknown_loss_mode_is_a_clear_error():
         plugin.require_registered("DRPO")
     with pytest.raises(ValueError, match="python -m verl_drpo doctor"):
         plugin.require_registered("drpo_typo")
+
+
+# ---- empty micro-batches (verl pads a batch that does not divide with all-masked samples) -------------------------
+
+
+@pytest.mark.parametrize("loss_mode", LOSS_MODES)
+@pytest.mark.parametrize("compiled", [False, True])
+def test_every_return_path_gives_the_same_metric_keys(loss_mode, compiled):
+    lp, old, adv, mask = batch(dtype=torch.float32)
+    config = actor_config(loss_mode, use_torch_compile=compiled)
+    _, full = call(loss_mode, lp, old, adv, mask, config)
+    _, empty = call(loss_mode, lp, old, adv, torch.zeros_like(mask), config)
+    _, zero_batch = call(loss_mode, lp[:0], old[:0], adv[:0], mask[:0], config)
+    _, zero_length = call(loss_mode, lp[:, :0], old[:, :0], adv[:, :0], mask[:, :0], config)
+    assert list(empty) == list(full) == list(zero_batch) == list(zero_length)
+    assert set(empty.values()) == {0.0}
+
+
+@pytest.mark.parametrize("shape", [(0, 24), (8, 0), (0, 0)])
+def test_zero_size_tensors_are_handled_like_an_empty_mask(shape):
+    x = torch.zeros(shape, dtype=torch.float32, requires_grad=True)
+    loss, metrics = call("drpo", x, torch.zeros(shape), torch.zeros(shape), torch.zeros(shape, dtype=torch.bool),
+                         actor_config())
+    assert loss.item() == 0.0 and metrics["actor/drpo/weight_mean"] == 0.0
+    loss.backward()
+    assert x.grad.shape == shape
+
+
+def test_metrics_of_two_ranks_one_with_an_empty_micro_batch_aggregate_in_verl():
+    """verl appends each micro-batch's metrics per rank (append_to_dict), gathers them across data-parallel ranks
+    and aggregates each key with Metric.aggregate_dp, which requires every rank to have the same number of values."""
+    from verl.utils.metric.utils import Metric
+    from verl.utils.py_functional import append_to_dict
+
+    lp, old, adv, mask = batch(bs=8, dtype=torch.float32)
+    config = actor_config("drpo", use_kl_loss=False, entropy_coeff=0.0)
+    empty = torch.zeros_like(mask)
+    micro_batches = {0: [(slice(0, 2), mask), (slice(2, 4), mask)], 1: [(slice(4, 6), mask), (slice(6, 8), empty)]}
+    per_rank = {}
+    for rank, parts in micro_batches.items():
+        per_rank[rank] = {}
+        for rows, m in parts:
+            flat_lp, data = ppo_loss_data(lp[rows], old[rows], adv[rows], m[rows])
+            tu.assign_non_tensor(data, dp_size=2, batch_num_tokens=int(mask[:6].sum()), global_batch_size=6)
+            _, metrics = ppo_loss(config, {"log_probs": flat_lp}, data)
+            append_to_dict(per_rank[rank], metrics)
+    assert per_rank[0].keys() == per_rank[1].keys()
+    aggregated = {k: Metric.aggregate_dp([per_rank[0][k], per_rank[1][k]]) for k in per_rank[0]}
+    assert "actor/drpo/weight_mean" in aggregated and all(map(math.isfinite, aggregated.values()))
