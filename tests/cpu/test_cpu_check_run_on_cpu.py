@@ -3,46 +3,90 @@
 import json
 
 from verl_drpo.cpu.check_run import check, load_steps, main
+from verl_drpo.modes import OWN_MODES, REGISTERED_NAMES
+
+LAG = "training/off_policy/trajectory_staleness/"
 
 
 def _step(**over):
     m = {"actor/pg_loss": -0.01, "actor/grad_norm": 0.2, "critic/advantages/max": 0.75,
          "critic/advantages/min": -0.25, "critic/score/mean": 0.25, "actor/drpo/weight_mean": 1.0,
-         "actor/drpo/abs_prob_diff_mean": 2e-7, "actor/drpo/ratio_mean": 1.0,
-         "training/off_policy/trajectory_staleness/max": 0}
+         "actor/drpo/abs_prob_diff_mean": 2e-7, "actor/drpo/ratio_mean": 1.0, "response_length/min": 3,
+         "response_length/max": 8, "prompt_length/mean": 30.5, "prompt_length/max": 33, "prompt_length/min": 29}
     m.update(over)
     return {k: v for k, v in m.items() if v is not None}
 
 
-def _write(tmp_path, steps):
-    p = tmp_path / "run.jsonl"
+def _write(tmp_path, steps, name="run.jsonl"):
+    p = tmp_path / name
     p.write_text("".join(json.dumps({"step": s, "data": d}) + "\n" for s, d in steps.items()))
     return p
 
 
 def test_good_drpo_run_passes(tmp_path):
     p = _write(tmp_path, {1: _step(), 2: _step()})
-    assert check(load_steps(p), 2, "drpo", max_anchor_gap=1e-4) == []
-    assert main([str(p), "--steps", "2", "--loss-mode", "drpo", "--max-anchor-gap", "1e-4"]) == 0
+    assert check(load_steps(p), 2, "drpo", max_anchor_gap=1e-4, ragged=True) == []
+    assert main([str(p), "--steps", "2", "--loss-mode", "drpo", "--max-anchor-gap", "1e-4", "--ragged"]) == 0
+
+
+def test_every_registered_name_of_our_modes_expects_drpo_metrics():
+    assert set(OWN_MODES) <= set(REGISTERED_NAMES)
+    for name in REGISTERED_NAMES:
+        assert any("did not run" in e for e in check({1: _step(**{"actor/drpo/weight_mean": None})}, 1, name))
+    assert check({1: _step()}, 1, "spo_adaptive_eps") == []  # an alias
 
 
 def test_each_failure_is_reported(tmp_path):
     steps = {1: _step(), 2: _step()}
     assert any("not logged" in e for e in check(steps, 3, "drpo"))
+    assert any("not logged" in e for e in check({3: _step()}, 3, "drpo"))
+    assert check({3: _step()}, 3, "drpo", first_step=3) == []
     assert any("non-finite" in e for e in check({1: _step(**{"actor/pg_loss": float("nan")})}, 1, "drpo"))
     assert any("no gradient" in e for e in check({1: _step(**{"actor/grad_norm": 0.0})}, 1, "drpo"))
     assert any("advantages are zero" in e for e in check(
         {1: _step(**{"critic/advantages/max": 0.0, "critic/advantages/min": 0.0})}, 1, "drpo"))
     assert any("did not run" in e for e in check({1: _step(**{"actor/drpo/weight_mean": None})}, 1, "drpo"))
     assert any("verl-drpo metrics were logged" in e for e in check(steps, 2, "vanilla"))
-    assert any("not the sampling distribution" in e for e in check(
+    assert any("weight sync" in e for e in check(
         {1: _step(**{"actor/drpo/abs_prob_diff_mean": 3e-4})}, 1, "drpo", max_anchor_gap=1e-4))
-    assert any("not off-policy" in e for e in check(steps, 2, "drpo", min_staleness=1))
+    assert any("not ragged" in e for e in check({1: _step(**{"response_length/min": 8})}, 1, "drpo", ragged=True))
 
 
-def test_verl_loss_run_uses_verl_anchor_metric(tmp_path):
+def test_recompute_anchor_uses_verl_rollout_probs_diff():
     clean = {k: v for k, v in _step().items() if not k.startswith("actor/drpo/")}
     steps = {1: {**clean, "training/rollout_probs_diff_mean": 1e-7}}
-    assert check(steps, 1, "vanilla", max_anchor_gap=1e-4) == []
-    assert any("missing" in e for e in check({1: clean}, 1, "vanilla", max_anchor_gap=1e-4))
-    assert main([str(tmp_path / "absent.jsonl"), "--steps", "1", "--loss-mode", "vanilla"]) == 1
+    assert check(steps, 1, "vanilla", max_rollout_probs_diff=1e-4) == []
+    assert any("missing" in e for e in check({1: clean}, 1, "vanilla", max_rollout_probs_diff=1e-4))
+    bad = {1: {**clean, "training/rollout_probs_diff_mean": 1e-2}}
+    assert any("disagree" in e for e in check(bad, 1, "vanilla", max_rollout_probs_diff=1e-4))
+    assert main([str("/nonexistent/absent.jsonl"), "--steps", "1", "--loss-mode", "vanilla"]) == 1
+
+
+def _lagged(lo, hi, gap):
+    return _step(**{LAG + "min": lo, LAG + "max": hi, LAG + "mean": (lo + hi) / 2,
+                    "actor/drpo/abs_prob_diff_mean": gap})
+
+
+def test_staleness_is_read_from_verl_per_sample_lag():
+    good = {1: _lagged(0, 0, 2e-7), 2: _lagged(1, 1, 3e-3), 3: _lagged(2, 2, 5e-3)}
+    assert check(good, 3, "drpo", staleness=2, min_stale_gap=1e-4) == []
+    assert any("expected exactly 1" in e for e in check(good, 3, "drpo", staleness=1))
+    assert any("lags 2 policy versions > STALENESS 1" in e for e in check(good, 3, "drpo", staleness=1))
+    on_policy = {s: _lagged(0, 0, 2e-7) for s in (1, 2, 3)}
+    assert any("expected exactly 2" in e for e in check(on_policy, 3, "drpo", staleness=2))
+    invisible = {1: _lagged(0, 0, 2e-7), 2: _lagged(1, 1, 1e-6)}
+    assert any("not visible in the anchor gap" in e for e in check(invisible, 2, "drpo", staleness=1,
+                                                                    min_stale_gap=1e-4))
+    assert any("missing" in e for e in check({1: _step(), 2: _step()}, 2, "drpo", staleness=1))
+    assert any("needs more than" in e for e in check(good, 2, "drpo", staleness=2))
+
+
+def test_resume_compares_the_data_side_with_the_uninterrupted_run(tmp_path):
+    full = {1: _step(), 2: _step(), 3: _step(**{"prompt_length/mean": 31.25})}
+    resumed = {3: _step(**{"prompt_length/mean": 31.25, "actor/pg_loss": 0.5})}  # other samples: other loss
+    assert check(resumed, 3, "drpo", first_step=3, resumed_from=full) == []
+    restarted = {3: _step()}  # the data loader started over: other prompts at step 3
+    assert any("did not continue the data" in e for e in check(restarted, 3, "drpo", first_step=3,
+                                                                resumed_from=full))
+    a, b = _write(tmp_path, resumed, "resumed.jsonl"), _write(tmp_path, full, "full.jsonl")
+    assert main([str(a), "--steps", "3", "--first-step", "3", "--loss-mode", "drpo", "--resumed-from", str(b)]) == 0

@@ -43,21 +43,18 @@ def test_activation_registers_everything(run_python):
 import json, os, verl
 from verl.plugin.platform import get_platform
 from verl.utils.device import get_device_name, get_nccl_backend, get_torch_device
-from verl.workers.rollout.replica import RolloutReplicaRegistry
-from verl.workers.rollout.base import get_rollout_class
 from verl.workers.engine import EngineRegistry
 print(json.dumps(dict(
     platform=type(get_platform()).__name__, device=get_device_name(), backend=get_nccl_backend(),
     mem=get_torch_device().mem_get_info()[1] > 0,
-    replica=RolloutReplicaRegistry.get("hf_cpu").__name__, worker_rollout=get_rollout_class("hf_cpu").__name__,
     engine_device=os.environ.get("VERL_ENGINE_DEVICE"),
     engine=EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__)))
 """
     r = run_python(code, {"VERL_PLATFORM": "cpu"})
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got == dict(platform="CPUPlatform", device="cpu", backend="gloo", mem=True, replica="HFCPUReplica",
-                       worker_rollout="HFServerAdapter", engine_device="cuda", engine=got["engine"])
+    assert got == dict(platform="CPUPlatform", device="cpu", backend="gloo", mem=True, engine_device="cuda",
+                       engine=got["engine"])
     assert "FSDP" in got["engine"]
 
 
@@ -67,8 +64,9 @@ import json, os, sys, verl
 from verl.plugin.platform import PlatformRegistry
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 import torch.distributed as dist
-print(json.dumps(dict(loaded="verl_drpo.cpu" in sys.modules, heavy="verl_drpo.cpu.rollout" in sys.modules,
-    cpu_platform="cpu" in PlatformRegistry.registered_names(), replica="hf_cpu" in RolloutReplicaRegistry._registry,
+print(json.dumps(dict(loaded="verl_drpo.cpu" in sys.modules, heavy="verl_drpo.cpu.vllm_cpu.engine" in sys.modules,
+    cpu_platform="cpu" in PlatformRegistry.registered_names(),
+    replica=RolloutReplicaRegistry._registry["vllm"].__module__ != "verl.workers.rollout.replica",
     engine_device=os.environ.get("VERL_ENGINE_DEVICE"), pg=dist.is_initialized())))
 """
     r = run_python(code, {"WG_BACKEND": "ray", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",

@@ -1,14 +1,12 @@
-"""Pins the two verl 0.9.1 gaps that verl_drpo/cpu/workarounds.py works around.
+"""Pins the verl 0.9.1 gap that verl_drpo/cpu/workarounds.py works around (the process-group backend string).
 
-Each gap has two tests: one that the workaround still works, and one that the gap still exists. When a verl upgrade
-closes a gap (or moves the code the workaround relies on), these fail with a message that says what to change.
+Two tests: one that the workaround still works, and one that the gap still exists. When a verl upgrade closes the
+gap (or moves the code the workaround relies on), these fail with a message that says what to change.
 """
 
-import inspect
 import json
 import socket
 
-import pytest
 
 from verl_drpo.cpu import workarounds
 
@@ -19,54 +17,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# ---- gap 1: no register function for the in-worker rollout class -------------------------------------------------
-
-
-def test_gap1_worker_rollout_lookup_is_still_a_private_dict():
-    from verl.workers.rollout import base as rollout_base
-
-    assert isinstance(getattr(rollout_base, "_ROLLOUT_REGISTRY", None), dict), (
-        "verl changed how ActorRolloutRefWorker finds its rollout class: rewrite workaround 1"
-    )
-    assert "_ROLLOUT_REGISTRY" in inspect.getsource(rollout_base.get_rollout_class), (
-        "get_rollout_class no longer reads _ROLLOUT_REGISTRY: rewrite workaround 1"
-    )
-    public = [n for n in vars(rollout_base) if "regist" in n.lower() and not n.startswith("_")]
-    assert not public, f"verl now has a public rollout registration seam {public}: use it and drop workaround 1"
-    # ActorRolloutRefWorker still resolves its rollout through get_rollout_class
-    from verl.workers import engine_workers
-
-    assert "get_rollout_class(rollout_config.name, rollout_config.mode)" in inspect.getsource(
-        engine_workers.ActorRolloutRefWorker.init_model
-    ), "ActorRolloutRefWorker.init_model changed its rollout lookup: re-check workaround 1"
-
-
-def test_gap1_workaround_registers_and_never_replaces():
-    from verl.workers.rollout import base as rollout_base
-    from verl.workers.rollout.base import get_rollout_class
-
-    key = ("hf_cpu_test", "async")
-    try:
-        workarounds.register_worker_rollout("hf_cpu_test")
-        workarounds.register_worker_rollout("hf_cpu_test")  # idempotent
-        from verl_drpo.cpu.rollout import HFServerAdapter
-
-        assert get_rollout_class("hf_cpu_test") is HFServerAdapter
-        with pytest.raises(RuntimeError, match="refusing to replace"):
-            workarounds.register_worker_rollout("vllm")
-        assert rollout_base._ROLLOUT_REGISTRY[("vllm", "async")].startswith("verl.")
-    finally:
-        rollout_base._ROLLOUT_REGISTRY.pop(key, None)
-
-
-# ---- gap 2: the process-group backend string repeats the device type on CPU ----------------------------------------
+# ---- the process-group backend string repeats the device type on CPU -----------------------------------------------
 
 
 def _worker_env(port: int) -> dict:
     return {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
-def test_gap2_verl_still_builds_a_duplicate_backend_string(run_python):
+def test_backend_gap_verl_still_builds_a_duplicate_backend_string(run_python):
     # Not a verl worker process (no WG_BACKEND): the workaround stays off and verl's own init runs.
     code = """
 import verl
@@ -82,13 +40,13 @@ except Exception as e:
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout.strip().splitlines()[-1]
     assert not out.startswith("INIT_OK"), (
-        "verl's initialize_global_process_group_ray now works on the CPU platform: drop workaround 2 "
+        "verl's initialize_global_process_group_ray now works on the CPU platform: drop the workaround "
         f"(init_worker_process_group) and this test. Output: {out}"
     )
     assert "Duplicate device type cpu" in out, f"verl fails differently than expected: {out}"
 
 
-def test_gap2_workaround_makes_verl_init_a_no_op(run_python):
+def test_backend_gap_workaround_makes_verl_init_a_no_op(run_python):
     code = """
 import json, verl  # the plugin creates the gloo group here, in a "verl worker" process
 import torch, torch.distributed as dist
@@ -105,7 +63,7 @@ print(json.dumps(dict(created=created_by_plugin, backend=dist.get_backend(), wor
     assert got == {"created": True, "backend": "gloo", "world": 1, "sum": [1.0, 1.0]}
 
 
-def test_gap2_only_in_verl_worker_processes():
+def test_backend_gap_only_in_verl_worker_processes():
     env = {"WG_BACKEND": "ray", **_worker_env(1)}
     assert workarounds.is_verl_worker_process(env)
     assert not workarounds.is_verl_worker_process({k: v for k, v in env.items() if k != "WG_BACKEND"})

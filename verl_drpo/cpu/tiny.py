@@ -86,7 +86,8 @@ def build_model(out_dir: Path, rows: list[dict], seed: int = 0, steps: int = 300
     eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        # head_dim 64 / 2 = 32: vLLM's CPU attention serves head sizes >= 32 (verl_drpo.cpu.vllm_cpu, W2)
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
         bos_token_id=None, eos_token_id=eos, pad_token_id=pad, torch_dtype="float32",
     )
     model = Qwen2ForCausalLM(config)
@@ -135,7 +136,7 @@ def build_all(out: str | os.PathLike, n_train: int = 64, n_val: int = 16, seed: 
     import pandas as pd
 
     out = Path(out)
-    manifest = {"n_train": n_train, "n_val": n_val, "seed": seed, "steps": steps, "version": 1}
+    manifest = {"n_train": n_train, "n_val": n_val, "seed": seed, "steps": steps, "version": 2}
     paths = {"model": str(out / "model"), "train": str(out / "train.parquet"), "val": str(out / "val.parquet")}
     stamp = out / "manifest.json"
     if stamp.exists() and json.loads(stamp.read_text()) == manifest and all(Path(p).exists() for p in paths.values()):
