@@ -11,8 +11,8 @@ Each local path is a save_to_disk directory, a directory with <split>.parquet|js
 Rows: data_source "math_dapo" (train), "aime24", "aime25" (evaluation); verl 0.9.1's default_compute_score sends all
 three to verl.utils.reward_score.math_dapo, which reads the response's last "Answer: ..." line (score +1 / -1 and an
 "acc" field); for verl's Math-Verify scorer instead, set reward.custom_reward_function.path=pkg://verl_drpo.rewards
-and .name=math_verify_score. Every prompt uses DAPO-Math-17k's own template, which asks for that line. Exact duplicate problems
-of the training set are dropped (the count is printed). Existing outputs are replaced only with --overwrite; the
+and .name=math_verify_score. Every prompt uses DAPO-Math-17k's own template, which asks for that line. Exact
+duplicate problems of the training set are dropped (the count is printed). Existing outputs are replaced only with --overwrite; the
 three files are written, or none. Schema: verl_drpo/data.py.
 """
 

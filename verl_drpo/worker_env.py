@@ -79,7 +79,8 @@ def build_runtime_env(py_executable: str | None = None, runtime_env: str | None 
             except yaml.YAMLError as exc:
                 raise ValueError(f"--runtime-env: neither JSON nor YAML ({exc.__class__.__name__})") from None
         if not isinstance(env, dict):
-            raise ValueError(f"--runtime-env must be a mapping such as '{{\"py_executable\": \"uv run\"}}', got {text!r}")
+            raise ValueError("--runtime-env must be a mapping such as '{\"py_executable\": \"uv run\"}', "
+                             f"got {text!r}")
     if py_executable is not None:
         if not py_executable.strip():
             raise ValueError("--py-executable must be a command, e.g. 'uv run' or /path/to/venv/bin/python")

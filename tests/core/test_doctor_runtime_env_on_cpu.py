@@ -31,8 +31,8 @@ def _bare_python(root, link_site_packages):
 @pytest.fixture(scope="module")
 def bare_python(tmp_path_factory):
     python = _bare_python(tmp_path_factory.mktemp("venv") / "bare", link_site_packages=True)
-    probe = subprocess.run([python, "-c", "import ray, verl\ntry:\n import verl_drpo\nexcept ImportError:\n print('no')"],
-                           capture_output=True, text=True, cwd="/", check=False)
+    code = "import ray, verl\ntry:\n import verl_drpo\nexcept ImportError:\n print('no')"
+    probe = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd="/", check=False)
     assert probe.stdout.strip() == "no", probe.stderr  # the premise: ray and verl import, verl_drpo does not
     return python
 
@@ -62,7 +62,8 @@ def test_the_py_modules_fix_loads_the_plugin_in_the_bare_interpreter(bare_python
 
 def test_an_interpreter_without_ray_fails_fast_with_its_error(tmp_path):
     python = _bare_python(tmp_path / "empty", link_site_packages=False)
-    with pytest.raises(worker_env.WorkerEnvError, match="(?s)cannot start a Ray worker.*No module named 'ray'.*verl==0.9.1"):
+    expected = "(?s)cannot start a Ray worker.*No module named 'ray'.*verl==0.9.1"
+    with pytest.raises(worker_env.WorkerEnvError, match=expected):
         worker_env.check_worker_env({"py_executable": python}, cwd=str(tmp_path), timeout=60)
 
 

@@ -23,6 +23,9 @@ def test_math_verify_reward_through_verls_custom_reward_hook():
     # equivalence, not string match: the reason to prefer Math-Verify
     assert score(data_source="math_dapo", solution_str="so it is \\boxed{\\frac{1}{2}}", ground_truth="0.5",
                  extra_info={})["score"] == 1.0
+    from verl.utils.reward_score import default_compute_score
+
+    assert default_compute_score("aime24", "so it is\nAnswer: \\frac{1}{2}", "0.5")["score"] == -1.0  # math_dapo
 
 
 def test_missing_math_verify_is_an_error_not_a_zero_reward(monkeypatch):
