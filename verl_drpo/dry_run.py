@@ -15,9 +15,9 @@ What it does, in the order verl itself would meet each problem:
    (``_target_``) that the workers will build;
 4. checks that the loss mode is in verl's policy-loss registry (an unregistered mode would otherwise pass every
    config check and fail only at the first actor update, inside a Ray worker);
-5. repeats the start-up assertions that verl's asynchronous trainers make in their constructors (they run only
-   after Ray and the workers are up on a real job);
-6. calls ``verl_drpo.plugin.check_trainer_config`` when the plugin provides it, and prints its warnings;
+5. checks what verl's trainers assert in their constructors (they run only after Ray and the workers are up on a
+   real job): ``verl_drpo.preflight.trainer_start_problems``;
+6. prints the warnings of ``verl_drpo.preflight.trainer_config_warnings`` (anchor, temperature, horizon, ...);
 7. prints the resolved settings that decide what the run computes, and exits 0.
 
 Exit status: 0 valid; 2 the overrides do not compose (unknown key, bad syntax); 3 verl or this package rejects the
@@ -34,6 +34,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from verl_drpo import modes, preflight
+
 # entry name -> (package whose config/ directory holds the primary config, primary config name, the python module a
 # real run starts). Both entry points use @hydra.main(config_path="config") relative to their own module.
 ENTRIES: dict[str, tuple[str, str, str]] = {
@@ -44,9 +46,6 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
         "verl.experimental.fully_async_policy.fully_async_main",
     ),
 }
-
-# Loss modes whose anchor must be the rollout engine's log-probs (mu): DPPO's Takeaway 2 and DRPO's Eq. 8.
-ANCHORED_LOSS_MODES = ("drpo", "spo", "pg_is", "mask_drpo", "dppo_tv", "dppo_kl")
 
 EXIT_OK, EXIT_COMPOSE, EXIT_INVALID, EXIT_UNREGISTERED = 0, 2, 3, 4
 
@@ -113,79 +112,6 @@ def _get(cfg, dotted: str, default=None):
     return value
 
 
-def _check_async_trainer(cfg, entry: str) -> None:
-    """Repeat the constructor assertions of verl 0.9.1's asynchronous trainers (they run only once Ray is up)."""
-    problems = []
-    if entry == "fully_async":
-        # verl/experimental/fully_async_policy/fully_async_rollouter.py, FullyAsyncRollouter.__init__
-        if cfg.actor_rollout_ref.hybrid_engine:
-            problems.append("actor_rollout_ref.hybrid_engine must be False (trainer and rollouter are separate)")
-        if cfg.data.train_batch_size != 0:
-            problems.append(f"data.train_batch_size must be 0 (got {cfg.data.train_batch_size}); the trainer "
-                            "consumes ppo_mini_batch_size * async_training.require_batches samples per step")
-        if cfg.data.gen_batch_size != 1:
-            problems.append(f"data.gen_batch_size must be 1 (got {cfg.data.gen_batch_size})")
-        if cfg.async_training.staleness_threshold < 0:
-            problems.append("async_training.staleness_threshold must be >= 0")
-        if cfg.async_training.trigger_parameter_sync_step < 1:
-            problems.append("async_training.trigger_parameter_sync_step must be >= 1")
-    else:
-        mode = cfg.trainer.v1.trainer_mode
-        from verl.trainer.ppo.v1 import get_trainer_cls
-
-        try:
-            get_trainer_cls(mode)
-        except Exception as exc:
-            problems.append(f"trainer.v1.trainer_mode={mode!r} is not a registered V1 trainer: {exc}")
-        if mode == "separate_async":
-            # verl/trainer/ppo/v1/trainer_separate_async.py, PPOTrainerSeparateAsync.__init__
-            sync_step = cfg.trainer.v1.separate_async.parameter_sync_step
-            mini = cfg.actor_rollout_ref.actor.ppo_mini_batch_size
-            if cfg.data.train_batch_size != sync_step * mini:
-                problems.append(
-                    f"data.train_batch_size ({cfg.data.train_batch_size}) must equal "
-                    f"trainer.v1.separate_async.parameter_sync_step ({sync_step}) * "
-                    f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini})"
-                )
-            rollout = cfg.actor_rollout_ref.rollout
-            if not (rollout.nnodes > 0 and rollout.n_gpus_per_node > 0):
-                problems.append("actor_rollout_ref.rollout.nnodes and .n_gpus_per_node must be > 0 "
-                                "(the standalone rollout pool)")
-            if rollout.checkpoint_engine.backend == "naive":
-                problems.append("actor_rollout_ref.rollout.checkpoint_engine.backend must not be 'naive' "
-                                "(use nccl, nixl, ...)")
-        if mode in ("colocate_async", "separate_async"):
-            threshold = cfg.trainer.v1.sampler.max_off_policy_threshold
-            if threshold is not None and (not isinstance(threshold, int) or threshold <= 0):
-                problems.append(f"trainer.v1.sampler.max_off_policy_threshold must be a positive int or null "
-                                f"(got {threshold!r})")
-    if cfg.actor_rollout_ref.rollout.mode != "async":
-        problems.append(f"actor_rollout_ref.rollout.mode must be 'async' (got {cfg.actor_rollout_ref.rollout.mode!r})")
-    if problems:
-        raise DryRunError("verl would reject this run at start-up:\n  - " + "\n  - ".join(problems), EXIT_INVALID)
-
-
-def _own_warnings(cfg, temperature: bool = True) -> list[str]:
-    """Checks about mu (the rollout distribution) that verl does not make (the temperature one only when the
-    plugin's check_trainer_config, which has its own, is unavailable)."""
-    warnings = []
-    rollout = cfg.actor_rollout_ref.rollout
-    top_k = rollout.get("top_k", -1)
-    if float(rollout.get("top_p", 1.0)) < 1.0 or (top_k is not None and int(top_k) > 0):
-        warnings.append(
-            f"rollout top_p={rollout.top_p} top_k={top_k} truncates the sampling distribution: vLLM's "
-            f"logprobs_mode={rollout.get('logprobs_mode')} returns log-probs of the truncated distribution, which "
-            "the actor does not reproduce, so r = pi/mu is biased below 1 even with identical weights"
-        )
-    if temperature and float(rollout.temperature) != 1.0:
-        warnings.append(
-            f"rollout temperature {rollout.temperature} != 1.0: mu and pi are both computed on logits / "
-            "temperature (vLLM processed_logprobs; verl's actor scales by the rollout temperature), so the trust "
-            "region is measured on the tempered policy, not on the model's own distribution"
-        )
-    return warnings
-
-
 def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
     """Run verl's and this package's start-up checks on a composed config; raise DryRunError on a rejection."""
     import warnings
@@ -194,7 +120,6 @@ def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
     warnings.filterwarnings("ignore", message=r".* engine is not available")
     warnings.filterwarnings("ignore", message=r"Disabled critic as algorithm.adv_estimator")
     import verl  # noqa: F401  (loads the verl.plugins entry points, as every real process does)
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
@@ -226,35 +151,15 @@ def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
         raise DryRunError(f"verl's validate_config rejected the config: {type(exc).__name__}: {exc}{hint}",
                           EXIT_INVALID) from exc
 
-    loss_mode = actor.policy_loss.loss_mode
-    if loss_mode not in POLICY_LOSS_REGISTRY:
-        raise DryRunError(
-            f"loss mode {loss_mode!r} is not in verl's policy-loss registry (registered: "
-            f"{sorted(POLICY_LOSS_REGISTRY)}). Is verl-drpo installed in this interpreter? "
-            "Run `python -m verl_drpo doctor` for the cause.",
-            EXIT_UNREGISTERED,
-        )
-
-    _check_async_trainer(cfg, entry)
-
     try:
-        from verl_drpo.plugin import check_trainer_config
-    except ImportError:
-        check_trainer_config = None
-    warnings = _own_warnings(cfg, temperature=check_trainer_config is None)
-    if check_trainer_config is not None:
-        try:
-            warnings.extend(check_trainer_config(cfg))
-        except Exception as exc:  # the plugin's check raises on configs it refuses
-            raise DryRunError(f"verl_drpo.plugin.check_trainer_config rejected the config: {exc}",
-                              EXIT_INVALID) from exc
-    else:
-        bypass = bool(_get(cfg, "algorithm.rollout_correction.bypass_mode", False))
-        logp = bool(cfg.actor_rollout_ref.rollout.calculate_log_probs)
-        if loss_mode in ANCHORED_LOSS_MODES and not (bypass and logp):
-            warnings.append(f"loss mode {loss_mode} is not anchored on the rollout log-probs: set "
-                            "algorithm.rollout_correction.bypass_mode=True and "
-                            "actor_rollout_ref.rollout.calculate_log_probs=True")
+        preflight.require_registered(actor.policy_loss.loss_mode)
+    except ValueError as exc:
+        raise DryRunError(str(exc), EXIT_UNREGISTERED) from exc
+
+    problems = preflight.trainer_start_problems(cfg, entry)
+    if problems:
+        raise DryRunError("verl would reject this run at start-up:\n  - " + "\n  - ".join(problems), EXIT_INVALID)
+    warnings = preflight.trainer_config_warnings(cfg)
 
     return DryRunReport(entry=entry, settings=resolved_settings(cfg, actor, entry), warnings=warnings)
 
@@ -271,7 +176,7 @@ def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
         "loss_mode": policy_loss.loss_mode,
         "policy_loss_config": f"{pl_cls.__module__}.{pl_cls.__qualname__}",
     }
-    for name in ("drpo_delta", "spo_epsilon", "mask_drpo_tv_delta"):
+    for name in modes.POLICY_LOSS_FIELDS:
         if hasattr(policy_loss, name):
             settings[name] = getattr(policy_loss, name)
     train_bs = _get(cfg, "data.train_batch_size")

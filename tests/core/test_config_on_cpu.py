@@ -10,7 +10,7 @@ import verl
 from verl.utils.config import omega_conf_to_dataclass, validate_config
 from verl.workers.config import FSDPActorConfig
 
-from verl_drpo import plugin
+from verl_drpo import preflight
 from verl_drpo.config import HYPERPARAMETER_DEFAULTS, DRPOPolicyLossConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
@@ -91,7 +91,7 @@ def test_config_is_frozen_like_verls():
 
 
 def anchor_warnings(*overrides):
-    return plugin.check_trainer_config(composed(*overrides))
+    return preflight.trainer_config_warnings(composed(*overrides))
 
 
 def test_rollout_anchor_checks():
@@ -107,5 +107,5 @@ def test_rollout_anchor_checks():
     assert len(legacy) == 1 and "rewrites policy_loss.loss_mode to 'bypass_mode'" in legacy[0]
     plain = anchor_warnings(*anchored, f"{PL}._target_=verl.workers.config.PolicyLossConfig")
     assert len(plain) == 1 and "plain PolicyLossConfig" in plain[0]
-    vanilla = plugin.check_trainer_config(OmegaConf.create({"actor_rollout_ref": {"actor": {"policy_loss": {}}}}))
+    vanilla = preflight.trainer_config_warnings(OmegaConf.create({"actor_rollout_ref": {"actor": {"policy_loss": {}}}}))
     assert vanilla == []

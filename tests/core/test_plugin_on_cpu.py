@@ -12,7 +12,7 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.config import ActorConfig, PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from verl_drpo import LOSS_MODES, losses, plugin
+from verl_drpo import LOSS_MODES, losses, plugin, preflight
 from verl_drpo.config import DRPOPolicyLossConfig
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -106,7 +106,7 @@ def test_micro_batch_and_data_parallel_invariance(loss_mode, loss_agg_mode, dp_s
 
 
 def test_rollout_is_weights_multiply_the_token_loss_and_warn_about_the_anchor(monkeypatch):
-    monkeypatch.setattr(plugin, "_warned_anchor", False)
+    plugin._warn_decoupled_anchor.cache_clear()
     lp, old, adv, mask = batch()
     weights = torch.rand_like(lp) * 2
     config = actor_config("drpo", "seq-mean-token-mean")
@@ -271,9 +271,9 @@ def test_unknown_loss_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="Unsupported loss mode: drop"):
         get_policy_loss_fn("drop")
     with pytest.raises(ValueError, match="did you mean 'drpo'"):
-        plugin.require_registered("DRPO")
+        preflight.require_registered("DRPO")
     with pytest.raises(ValueError, match="python -m verl_drpo doctor"):
-        plugin.require_registered("drpo_typo")
+        preflight.require_registered("drpo_typo")
 
 
 # ---- empty micro-batches (verl pads a batch that does not divide with all-masked samples) -------------------------
@@ -323,3 +323,4 @@ def test_metrics_of_two_ranks_one_with_an_empty_micro_batch_aggregate_in_verl():
     assert per_rank[0].keys() == per_rank[1].keys()
     aggregated = {k: Metric.aggregate_dp([per_rank[0][k], per_rank[1][k]]) for k in per_rank[0]}
     assert "actor/drpo/weight_mean" in aggregated and all(map(math.isfinite, aggregated.values()))
+
