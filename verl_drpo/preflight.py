@@ -4,7 +4,7 @@
   on the driver; the dry run too).
 - `missing_modes`: which of the table's names a registry lacks (the doctor, on a fresh process's registry).
 - `trainer_config_warnings`: what verl accepts but a DRPO-style run should not do: the anchor, the sampling
-  temperature and truncation, the `seq-mean-token-sum-norm` horizon, verl's plain PolicyLossConfig, the trainer mode.
+  temperature and truncation, the `seq-mean-token-sum-norm` horizon (`loss_scale_factor`), verl's plain PolicyLossConfig, the trainer mode.
 - `trainer_start_problems`: the assertions verl's trainers make in their constructors, i.e. only once Ray and the
   workers are up. verl has no public function for them, so each is mirrored here once, with the verl file and the
   source line it mirrors (`MIRRORED_CHECKS`); a test fails if that line changes in the installed verl.
@@ -76,6 +76,15 @@ def trainer_config_warnings(cfg: Any) -> list[str]:
                 "with and pi to be computed at the same temperature; check that the rollout engine returns "
                 "log-probs of the tempered distribution (docs/recipes.md). The paper samples at temperature 1.0."
             )
+    agg_mode = _select(cfg, "actor_rollout_ref.actor.loss_agg_mode", "token-mean")
+    if agg_mode == "seq-mean-token-sum-norm" and _select(cfg, "actor_rollout_ref.actor.loss_scale_factor") is None:
+        horizon = _select(cfg, "data.max_response_length", "the maximum response length")
+        found.append(
+            "loss_agg_mode=seq-mean-token-sum-norm without actor_rollout_ref.actor.loss_scale_factor: verl's agg_loss "
+            "then divides each micro-batch by its own padded length (its longest response), so a sequence's weight "
+            "depends on which siblings share its micro-batch. Set "
+            f"actor_rollout_ref.actor.loss_scale_factor={horizon} (the paper divides by the maximum response length)."
+        )
     rollout = _select(cfg, "actor_rollout_ref.rollout", None)
     if rollout is not None:
         top_p, top_k = rollout.get("top_p", 1.0), rollout.get("top_k", -1)

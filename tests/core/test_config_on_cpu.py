@@ -109,3 +109,11 @@ def test_rollout_anchor_checks():
     assert len(plain) == 1 and "plain PolicyLossConfig" in plain[0]
     vanilla = preflight.trainer_config_warnings(OmegaConf.create({"actor_rollout_ref": {"actor": {"policy_loss": {}}}}))
     assert vanilla == []
+
+
+def test_seq_mean_token_sum_norm_without_a_constant_horizon_is_warned():
+    anchored = ["algorithm.rollout_correction.bypass_mode=True", "actor_rollout_ref.rollout.calculate_log_probs=True"]
+    norm = "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm"
+    found = anchor_warnings(*anchored, norm, "data.max_response_length=1024")
+    assert len(found) == 1 and "actor_rollout_ref.actor.loss_scale_factor=1024" in found[0]
+    assert anchor_warnings(*anchored, norm, "actor_rollout_ref.actor.loss_scale_factor=1024") == []

@@ -324,3 +324,32 @@ def test_metrics_of_two_ranks_one_with_an_empty_micro_batch_aggregate_in_verl():
     aggregated = {k: Metric.aggregate_dp([per_rank[0][k], per_rank[1][k]]) for k in per_rank[0]}
     assert "actor/drpo/weight_mean" in aggregated and all(map(math.isfinite, aggregated.values()))
 
+
+# ---- seq-mean-token-sum-norm: the horizon (verl pads each micro-batch only to its own longest response) -------------
+
+
+def contribution_of_the_first_sequence(sibling_length, loss_scale_factor):
+    """Gradient on sequence 0 (10 tokens) through verl's ppo_loss, in a micro-batch padded, as verl pads it, to the
+    longest response it holds: that of its one sibling."""
+    lp, old, adv, _ = batch(bs=2, length=64, dtype=torch.float32, seed=5)
+    lengths = torch.tensor([[10], [sibling_length]])
+    width = int(lengths.max())  # the micro-batch's own padded width
+    lp, old, adv = lp[:, :width], old[:, :width], adv[:, :width]
+    mask = torch.arange(width).unsqueeze(0) < lengths
+    flat_lp, data = ppo_loss_data(lp, old, adv, mask)
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=4)
+    config = actor_config("drpo", "seq-mean-token-sum-norm", use_kl_loss=False, entropy_coeff=0.0,
+                          loss_scale_factor=loss_scale_factor)
+    loss, _ = ppo_loss(config, {"log_probs": flat_lp}, data)
+    loss.backward()
+    return flat_lp.grad[2:12]  # the 10 response positions of sequence 0 (after prompt_len - 1 = 2 positions)
+
+
+def test_a_sequences_contribution_does_not_depend_on_its_siblings_with_loss_scale_factor_set():
+    beside_short = contribution_of_the_first_sequence(12, loss_scale_factor=64)
+    beside_long = contribution_of_the_first_sequence(60, loss_scale_factor=64)
+    torch.testing.assert_close(beside_short, beside_long)
+    # the defect the factor removes: without it verl divides by the micro-batch's longest response (12 vs 60)
+    unset_short = contribution_of_the_first_sequence(12, loss_scale_factor=None)
+    unset_long = contribution_of_the_first_sequence(60, loss_scale_factor=None)
+    torch.testing.assert_close(unset_short, unset_long * 60 / 12)
