@@ -20,7 +20,11 @@ What it does, in the order verl itself would meet each problem:
 6. prints the warnings of ``verl_drpo.preflight.trainer_config_warnings`` (anchor, temperature, horizon, ...);
 7. prints the resolved settings that decide what the run computes, and exits 0.
 
-Exit status: 0 valid; 2 the overrides do not compose (unknown key, bad syntax); 3 verl or this package rejects the
+It also warns about local data files and model directories that do not exist here (remote paths pass), and for
+``fully_async`` shows the policy-lag bound that ``staleness_threshold`` implies (``fully_async_lag_bound``).
+
+Exit status: 0 valid; 2 the overrides do not compose (unknown key, bad syntax, a missing fully_async module) or
+``--json`` cannot be written (checked first; the file is written atomically); 3 verl or this package rejects the
 composed config; 4 the loss mode is not registered.
 """
 
@@ -30,7 +34,9 @@ import argparse
 import copy
 import json
 import os
+import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +81,19 @@ def compose_config(overrides: list[str], entry: str = "main_ppo"):
     if entry not in ENTRIES:
         raise DryRunError(f"unknown entry {entry!r}; choose one of {sorted(ENTRIES)}", EXIT_COMPOSE)
     package, config_name, _ = ENTRIES[entry]
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:  # a parent package is missing
+        spec = None
     if spec is None or not spec.submodule_search_locations:
+        if entry == "fully_async":
+            raise DryRunError(
+                f"TRAINER_MODE=fully_async needs {package}, which the installed verl does not have: fully_async is "
+                "moving out of verl into verl-recipe (docs/recipes.md). Install a verl that still ships it (verl-drpo "
+                "supports verl 0.9.1, which does), or choose trainer.v1.trainer_mode=sync, colocate_async or "
+                "separate_async.",
+                EXIT_COMPOSE,
+            )
         raise DryRunError(f"{package} is not importable: is verl installed in this interpreter?", EXIT_COMPOSE)
     config_dir = os.path.join(list(spec.submodule_search_locations)[0], "config")
     GlobalHydra.instance().clear()
@@ -86,11 +103,18 @@ def compose_config(overrides: list[str], entry: str = "main_ppo"):
     except Exception as exc:  # Hydra wraps the OmegaConf error; show both layers
         cause = exc.__cause__ or exc.__context__
         detail = f"{exc}" + (f"\n  cause: {type(cause).__name__}: {cause}" if cause is not None else "")
+        if "Ambiguous value for argument" in str(exc):
+            hint = ("Hydra reads a comma in a value as a list or a sweep. For one path that contains a comma, quote "
+                    "it inside the override: \"data.train_files='/data/a,b.parquet'\" (the outer quotes are for "
+                    "the shell; the recipes' TRAIN_FILES/VAL_FILES variables need the inner ones too); for several "
+                    "files write a list: data.train_files=[/data/a.parquet,/data/b.parquet].")
+        else:
+            hint = (f"Check the key's spelling (`python -m {ENTRIES[entry][2]} --cfg job` prints every key). A "
+                    "leading '+' is only for the fields a selected dataclass adds, e.g. "
+                    "+actor_rollout_ref.actor.policy_loss.drpo_delta=12.5.")
         raise DryRunError(
             f"the overrides do not compose with verl's {config_name}.yaml ({type(exc).__name__}):\n  {detail}\n"
-            f"Check the key's spelling (`python -m {ENTRIES[entry][2]} --cfg job` prints every key). A leading "
-            "'+' is only for the fields a selected dataclass adds, e.g. "
-            "+actor_rollout_ref.actor.policy_loss.drpo_delta=12.5.",
+            f"{hint}",
             EXIT_COMPOSE,
         ) from exc
     finally:
@@ -159,9 +183,56 @@ def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
     problems = preflight.trainer_start_problems(cfg, entry)
     if problems:
         raise DryRunError("verl would reject this run at start-up:\n  - " + "\n  - ".join(problems), EXIT_INVALID)
-    warnings = preflight.trainer_config_warnings(cfg)
+    warnings = preflight.trainer_config_warnings(cfg) + missing_local_paths(cfg)
 
     return DryRunReport(entry=entry, settings=resolved_settings(cfg, actor, entry), warnings=warnings)
+
+
+REMOTE_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # hdfs://, s3://, gs://, https://, ...
+HF_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name: verl downloads it
+
+
+def missing_local_paths(cfg) -> list[str]:
+    """Warnings for the local data files and model directory the config names that do not exist here (a cluster
+    would find out only after Ray starts). Remote paths, and a model path shaped like a Hugging Face id, pass."""
+    found = []
+    for key in ("data.train_files", "data.val_files"):
+        value = _get(cfg, key)
+        for path in [value] if isinstance(value, str) else (value or []):
+            if isinstance(path, str) and not REMOTE_PATH.match(path) and not os.path.exists(os.path.expanduser(path)):
+                found.append(f"{key}: {path} does not exist on this machine (fine if the cluster's nodes have it)")
+    model = _get(cfg, "actor_rollout_ref.model.path")
+    if (isinstance(model, str) and not REMOTE_PATH.match(model) and not os.path.exists(os.path.expanduser(model))
+            and not HF_MODEL_ID.match(model)):
+        found.append(f"actor_rollout_ref.model.path: {model} does not exist on this machine and is not a Hugging Face "
+                     "id (org/name)")
+    return found
+
+
+def fully_async_lag_bound(cfg) -> dict[str, Any]:
+    """How verl 0.9.1's fully_async sizes its queue from async_training.staleness_threshold, and the policy lag that
+    implies (verl/experimental/fully_async_policy/fully_async_rollouter.py, set_max_required_samples and
+    _should_pause_generation).
+
+    The trainer takes R = ppo_mini_batch_size * require_batches samples per optimizer step and syncs the weights
+    every K = trigger_parameter_sync_step steps, so it consumes R*K samples per parameter version. The rollouter
+    caps the samples it has queued or in flight (counted again at every sync) at (s + 1) * R * K, s the
+    staleness_threshold, and the trainer takes them oldest first. A sample started under version v therefore waits
+    behind at most (s + 1) * R * K - 1 others and is trained on at version v + ceil(s) or earlier: a lag of at most
+    ceil(s) parameter versions, ceil(s) * K optimizer steps. With partial_rollout=True an interrupted sample is
+    resumed with the new weights, so its later tokens are fresher than its first ones.
+    """
+    import math
+
+    s = float(_get(cfg, "async_training.staleness_threshold"))
+    per_step = int(_get(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size")) * int(_get(cfg, "async_training.require_batches"))
+    sync = int(_get(cfg, "async_training.trigger_parameter_sync_step"))
+    versions = math.ceil(s)
+    return {
+        "max_queued_samples": int(per_step * (s + 1) * sync),
+        "policy_lag_bound": f"<= {versions} parameter versions = {versions * sync} optimizer steps "
+                            f"(staleness_threshold={s:g}, trigger_parameter_sync_step={sync})",
+    }
 
 
 def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
@@ -185,6 +256,7 @@ def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
         "clip_ratio_high": actor.clip_ratio_high,
         "clip_ratio_c": actor.clip_ratio_c,
         "loss_agg_mode": actor.loss_agg_mode,
+        "loss_scale_factor": actor.loss_scale_factor,
         "use_kl_loss": actor.use_kl_loss,
         "entropy_coeff": actor.entropy_coeff,
         "calculate_entropy": actor.calculate_entropy,
@@ -227,6 +299,7 @@ def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
             "partial_rollout": _get(cfg, "async_training.partial_rollout"),
             "rollout_pool": f"{_get(cfg, 'rollout.nnodes')}x{_get(cfg, 'rollout.n_gpus_per_node')}",
             "total_rollout_steps": _get(cfg, "rollout.total_rollout_steps"),
+            **fully_async_lag_bound(cfg),
         })
     else:
         mode = _get(cfg, "trainer.v1.trainer_mode")
@@ -265,8 +338,40 @@ def _parse_args(argv):
     return parser.parse_args(argv)
 
 
+def json_path_problem(path: str) -> str | None:
+    """Why the settings cannot be written to `path` (checked before any work), or None."""
+    target = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(target):
+        return f"--json (DRY_RUN_JSON) {path} is a directory; give a file path, e.g. {os.path.join(path, 'dry_run.json')}"
+    parent = os.path.dirname(target)
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"--json (DRY_RUN_JSON) {path}: {existing} is a file, so its folder cannot be created"
+    if not os.access(existing, os.W_OK):
+        return f"--json (DRY_RUN_JSON) {path}: {existing} is not writable"
+    return None
+
+
+def write_json_atomically(path: str, data: dict) -> None:
+    target = os.path.abspath(os.path.expanduser(path))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.tmp-")
+    try:
+        with os.fdopen(handle, "w") as fh:
+            json.dump(data, fh, indent=1, default=str)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.json and (problem := json_path_problem(args.json)):
+        print(f"[dry-run] REJECTED: {problem}", file=sys.stderr, flush=True)
+        return EXIT_COMPOSE
     try:
         report = run_dry(args.overrides, args.entry)
     except DryRunError as err:
@@ -281,9 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key:<{width}}  {value}")
         print(f"[dry-run] OK: `python -m {ENTRIES[args.entry][2]}` would accept this config", flush=True)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump({"settings": report.settings, "warnings": report.warnings}, fh, indent=1, default=str)
+        write_json_atomically(args.json, {"settings": report.settings, "warnings": report.warnings})
     return EXIT_OK
 
 
