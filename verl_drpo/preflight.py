@@ -4,7 +4,7 @@
   on the driver; the dry run too).
 - `missing_modes`: which of the table's names a registry lacks (the doctor, on a fresh process's registry).
 - `trainer_config_warnings`: what verl accepts but a DRPO-style run should not do: the anchor, the sampling
-  temperature and truncation, the `seq-mean-token-sum-norm` horizon (`loss_scale_factor`), verl's plain PolicyLossConfig, the trainer mode.
+  temperature and truncation, the `seq-mean-token-sum-norm` horizon (`loss_scale_factor`), verl's plain PolicyLossConfig.
 - `trainer_start_problems`: the assertions verl's trainers make in their constructors, i.e. only once Ray and the
   workers are up. verl has no public function for them, so each is mirrored here once, with the verl file and the
   source line it mirrors (`MIRRORED_CHECKS`); a test fails if that line changes in the installed verl.
@@ -64,11 +64,10 @@ def trainer_config_warnings(cfg: Any) -> list[str]:
                 f"old log-probs, not the rollout engine's mu. DPPO §5.2 reports collapse when anchored that way. Set "
                 f"{ANCHOR_OVERRIDES}."
             )
-        if bypass and _select(cfg, "trainer.use_v1", True) is False:
-            found.append(
-                f"trainer.use_v1=False with bypass_mode=True: verl's legacy trainer (ray_trainer.apply_bypass_mode) "
-                f"rewrites policy_loss.loss_mode to 'bypass_mode', replacing {loss_mode}. Use the default V1 trainer."
-            )
+        # No warning for trainer.use_v1=False (or fully_async) with bypass_mode: their apply_bypass_mode rewrites
+        # loss_mode to 'bypass_mode' only in the driver's config, during fit(), after the workers have bound
+        # ppo_loss to their own copy; nothing on the driver reads loss_mode afterwards (docs/algorithm.md, Anchor;
+        # tests/core/test_config_on_cpu.py::test_legacy_trainer_bypass_rewrite_does_not_reach_the_workers_loss).
         temperature = _select(cfg, "actor_rollout_ref.rollout.temperature", 1.0)
         if float(temperature) != 1.0:
             found.append(
