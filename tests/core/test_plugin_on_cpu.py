@@ -353,3 +353,23 @@ def test_a_sequences_contribution_does_not_depend_on_its_siblings_with_loss_scal
     unset_short = contribution_of_the_first_sequence(12, loss_scale_factor=None)
     unset_long = contribution_of_the_first_sequence(60, loss_scale_factor=None)
     torch.testing.assert_close(unset_short, unset_long * 60 / 12)
+
+
+def test_a_config_without_policy_loss_warns_once_naming_the_defaults():
+    """verl's distillation path calls the registered loss with its DistillationLossConfig, which has no
+    policy_loss section: the defaults apply, and the loss says so once."""
+    from verl.workers.config.distillation import DistillationLossConfig
+
+    plugin._warn_defaults_used.cache_clear()
+    lp, old, adv, mask = batch()
+    config = DistillationLossConfig()
+    fn = get_policy_loss_fn("drpo")
+    kwargs = dict(old_log_prob=old, log_prob=lp, advantages=adv, response_mask=mask, loss_agg_mode="token-mean",
+                  config=config)
+    with pytest.warns(UserWarning, match=r"no policy_loss section .* defaults drpo_delta=12\.5"):
+        loss, _ = fn(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process, not per micro-batch
+        fn(**kwargs)
+    ref = agg_loss(loss_mat=losses.drpo_token_loss(lp, old, adv, 12.5), loss_mask=mask, loss_agg_mode="token-mean")
+    torch.testing.assert_close(loss, ref)
