@@ -220,7 +220,9 @@ def test_exact_success_equals_brute_force_enumeration():
     model = build_model(task.vocab_size, TINY, seed=4, dtype="float64")
     symbol_lists = [[0], [2], [1, 0], [2, 2]]
     opt = torch.optim.Adam(model.parameters(), lr=3e-2)
-    for _ in range(15):  # a little supervised training, so that the exact success is far from 0
+    # a little supervised training (float64, left-padded prompts of two lengths: before the attention-bias fix in
+    # policy.py this made every weight NaN), so that the exact success is far from 0
+    for _ in range(15):
         opt.zero_grad()
         smoothed_nll(model, teacher_batch(task, symbol_lists), 0.0).backward()
         opt.step()
