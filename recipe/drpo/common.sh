@@ -85,9 +85,11 @@ drpo_check_variables() {
   drpo_require_int SAVE_FREQ -1
   drpo_require_number LR 0
   drpo_require_number TEMPERATURE 0
-  drpo_require_number VAL_TEMPERATURE 0
-  drpo_require_number GPU_MEMORY_UTILIZATION 0 1
   for name in USE_DYNAMIC_BSZ VAL_DO_SAMPLE; do drpo_require_choice "$name" True False; done
+  # verl's agent loop samples validation at val_kwargs.temperature whatever do_sample says: greedy needs 0
+  [[ -n $VAL_TEMPERATURE ]] || { [[ $VAL_DO_SAMPLE == True ]] && VAL_TEMPERATURE=$TEMPERATURE || VAL_TEMPERATURE=0; }
+  [[ $VAL_TEMPERATURE == 0 ]] || drpo_require_number VAL_TEMPERATURE 0
+  drpo_require_number GPU_MEMORY_UTILIZATION 0 1
   for name in DRY_RUN SKIP_DOCTOR USE_RUNTIME_ENV_PLUGIN; do drpo_require_choice "$name" 0 1; done
   # shellcheck disable=SC2086  # the list is one word per mode
   drpo_require_choice TRAINER_MODE $TRAINER_MODES
