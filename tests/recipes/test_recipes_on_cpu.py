@@ -415,6 +415,9 @@ def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
     assert [os.path.basename(f) for f in s["val_files"]] == ["aime24.parquet", "aime25.parquet"]
     assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2048 + 8192
     assert arr.rollout.tensor_model_parallel_size == 2 and s["total_training_steps"] == 800
+    # the chat-template switch docs/reproduction.md suggests composes
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", "+data.apply_chat_template_kwargs.enable_thinking=True")
+    assert cfg.data.apply_chat_template_kwargs.enable_thinking is True
 
 
 # ----------------------------------------------------------------------------------------- dry_run's own checks
