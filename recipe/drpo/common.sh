@@ -169,7 +169,8 @@ drpo_trainer_mode() {
            "$(( STALENESS + 1 )) steps dropped: trained data at most ${STALENESS} policy version(s) behind" >&2 ;;
     fully_async)
       STALENESS=${STALENESS:-0.5}
-      [[ $STALENESS == 0 ]] || drpo_require_number STALENESS 0
+      [[ $STALENESS =~ ^0*\.?0*$ && $STALENESS =~ 0 ]] || ( drpo_require_number STALENESS 0 ) 2>/dev/null ||
+        drpo_fail "STALENESS=${STALENESS}: must be a number >= 0 with TRAINER_MODE=fully_async (its staleness_threshold)"
       drpo_require_choice PARTIAL_ROLLOUT True False
       # fully_async is moving out of verl into verl-recipe: say so instead of an ImportError deep in a traceback.
       "$PYTHON" -c 'import importlib.util as u, os, sys; s = u.find_spec("verl")

@@ -187,7 +187,7 @@ BAD_VALUES = [
     ({"LOSS_MODE": "drpoo"}, "LOSS_MODE=drpoo: unknown loss mode"),
     ({"TRAINER_MODE": "async"}, "TRAINER_MODE=async: must be one of: sync colocate_async"),
     ({"TRAINER_MODE": "colocate_async", "STALENESS": "-1"}, "STALENESS=-1: must be an integer >= 0"),
-    ({"TRAINER_MODE": "fully_async", "STALENESS": "half"}, "STALENESS=half: must be a number > 0"),
+    ({"TRAINER_MODE": "fully_async", "STALENESS": "half"}, "STALENESS=half: must be a number >= 0"),
     ({"TRAINER_MODE": "colocate_async", "STALENESS_STRATEGY": "keep"}, "STALENESS_STRATEGY=keep: must be one of"),
     ({"TRAINER_MODE": "separate_async", "ROLLOUT_GPUS_PER_NODE": "8"}, "ROLLOUT_GPUS_PER_NODE=8: must be less than"),
     ({"LR": "fast"}, "LR=fast: must be a number > 0"),
@@ -352,6 +352,14 @@ def test_staleness_sets_the_prefetch_depth_and_a_consistent_drop_cap(tmp_path, t
     assert v1[trainer_mode].num_warmup_batches == staleness
     assert v1.sampler.max_off_policy_threshold == staleness + 1
     assert v1.sampler.max_off_policy_strategy == "drop"
+
+
+@pytest.mark.parametrize("staleness", ["0", "0.0", "0.5", "2"])
+def test_fully_async_staleness_is_any_number_from_zero(tmp_path, staleness):
+    proc, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, TRAINER_MODE="fully_async",
+                               STALENESS=staleness)
+    assert proc.returncode == 0, proc.stderr
+    assert f"async_training.staleness_threshold={staleness}" in overrides_of(dry_run_argv(calls))[1]
 
 
 def test_staleness_default_is_verls_prefetch_depth(tmp_path):
