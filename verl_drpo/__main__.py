@@ -22,8 +22,9 @@ import subprocess
 import sys
 import textwrap
 
-from verl_drpo import LOSS_MODES
+from verl_drpo import preflight
 from verl_drpo._compat import SUPPORTED_VERL_VERSION
+from verl_drpo.modes import REGISTERED_NAMES
 
 _REGISTRY_PROBE = textwrap.dedent(
     """
@@ -133,10 +134,10 @@ def check_registration() -> str:
     result = _last_json_line(proc.stdout)
     if proc.returncode != 0 or result is None:
         raise CheckFailed(f"the registry probe failed:\n{_tail(proc.stderr)}")
-    missing = [m for m in LOSS_MODES if m not in result["modes"]]
+    missing = preflight.missing_modes(result["modes"])
     if missing:
         raise CheckFailed(f"`import verl` does not register {missing}: {_missing_modes_cause()}")
-    return f"`import verl` registers {', '.join(LOSS_MODES)}"
+    return f"`import verl` registers {', '.join(REGISTERED_NAMES)}"
 
 
 def check_config_hook() -> str:
@@ -151,7 +152,7 @@ def check_ray_worker() -> str:
     modes = _last_json_line(proc.stdout)
     if proc.returncode != 0 or modes is None:
         raise CheckFailed(f"could not run a Ray worker:\n{_tail(proc.stderr)}")
-    missing = [m for m in LOSS_MODES if m not in modes]
+    missing = preflight.missing_modes(modes)
     if missing:
         raise CheckFailed(
             f"a Ray worker's `import verl` does not register {missing}. Is verl-drpo installed in the workers' "

@@ -85,9 +85,11 @@ drpo_check_variables() {
   drpo_require_int SAVE_FREQ -1
   drpo_require_number LR 0
   drpo_require_number TEMPERATURE 0
-  drpo_require_number VAL_TEMPERATURE 0
-  drpo_require_number GPU_MEMORY_UTILIZATION 0 1
   for name in USE_DYNAMIC_BSZ VAL_DO_SAMPLE; do drpo_require_choice "$name" True False; done
+  # verl's agent loop samples validation at val_kwargs.temperature whatever do_sample says: greedy needs 0
+  [[ -n $VAL_TEMPERATURE ]] || { [[ $VAL_DO_SAMPLE == True ]] && VAL_TEMPERATURE=$TEMPERATURE || VAL_TEMPERATURE=0; }
+  [[ $VAL_TEMPERATURE == 0 ]] || drpo_require_number VAL_TEMPERATURE 0
+  drpo_require_number GPU_MEMORY_UTILIZATION 0 1
   for name in DRY_RUN SKIP_DOCTOR USE_RUNTIME_ENV_PLUGIN; do drpo_require_choice "$name" 0 1; done
   # shellcheck disable=SC2086  # the list is one word per mode
   drpo_require_choice TRAINER_MODE $TRAINER_MODES
@@ -167,7 +169,8 @@ drpo_trainer_mode() {
            "$(( STALENESS + 1 )) steps dropped: trained data at most ${STALENESS} policy version(s) behind" >&2 ;;
     fully_async)
       STALENESS=${STALENESS:-0.5}
-      [[ $STALENESS == 0 ]] || drpo_require_number STALENESS 0
+      [[ $STALENESS =~ ^0*\.?0*$ && $STALENESS =~ 0 ]] || ( drpo_require_number STALENESS 0 ) 2>/dev/null ||
+        drpo_fail "STALENESS=${STALENESS}: must be a number >= 0 with TRAINER_MODE=fully_async (its staleness_threshold)"
       drpo_require_choice PARTIAL_ROLLOUT True False
       # fully_async is moving out of verl into verl-recipe: say so instead of an ImportError deep in a traceback.
       "$PYTHON" -c 'import importlib.util as u, os, sys; s = u.find_spec("verl")

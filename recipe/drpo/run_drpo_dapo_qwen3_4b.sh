@@ -24,8 +24,11 @@ MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-2048}         # as verl's DAPO recipe
 MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-8192}     # the authors' 8,192; also the loss horizon (loss_scale_factor)
 PPO_MICRO_BATCH_SIZE_PER_GPU=${PPO_MICRO_BATCH_SIZE_PER_GPU:-2}  # used only with USE_DYNAMIC_BSZ=False
 LOG_PROB_MICRO_BATCH_SIZE_PER_GPU=${LOG_PROB_MICRO_BATCH_SIZE_PER_GPU:-4}
-TOTAL_TRAINING_STEPS=${TOTAL_TRAINING_STEPS:-500}    # our choice (about 1.8 epochs of 17k prompts), not the release's
-USE_DYNAMIC_BSZ=${USE_DYNAMIC_BSZ:-True}             # token-budget micro-batches, as verl's long-response examples
+TOTAL_TRAINING_STEPS=${TOTAL_TRAINING_STEPS:-800}    # the authors' port: 800 rollouts (about 3 epochs)
+USE_DYNAMIC_BSZ=${USE_DYNAMIC_BSZ:-True}             # token-budget micro-batches, as the authors' verl run
+PPO_MAX_TOKEN_LEN_PER_GPU=${PPO_MAX_TOKEN_LEN_PER_GPU:-10240}  # one 2,048 + 8,192 sequence per micro-batch
+ROLLOUT_TP=${ROLLOUT_TP:-2}                          # vLLM tensor parallel size, as the authors' verl run
+GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.4}  # vLLM's share of each GPU, as the authors' verl run
 VAL_N=${VAL_N:-16}                                   # AIME avg@16: 16 sampled answers per problem
 VAL_DO_SAMPLE=${VAL_DO_SAMPLE:-True}
 VAL_TEMPERATURE=${VAL_TEMPERATURE:-1.0}
@@ -53,7 +56,7 @@ LR=${LR:-1e-6}
 TEMPERATURE=${TEMPERATURE:-1.0}                      # mu must be the sampling distribution: keep 1.0
 VAL_N=${VAL_N:-1}                                    # validation samples per prompt
 VAL_DO_SAMPLE=${VAL_DO_SAMPLE:-False}                # False: greedy validation
-VAL_TEMPERATURE=${VAL_TEMPERATURE:-$TEMPERATURE}
+VAL_TEMPERATURE=${VAL_TEMPERATURE:-}                 # empty: TEMPERATURE if VAL_DO_SAMPLE=True, else 0 (greedy)
 TOTAL_EPOCHS=${TOTAL_EPOCHS:-100}                    # an upper bound; TOTAL_TRAINING_STEPS stops the run
 TEST_FREQ=${TEST_FREQ:-10}
 SAVE_FREQ=${SAVE_FREQ:--1}

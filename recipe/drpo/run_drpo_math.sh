@@ -48,7 +48,7 @@ LR=${LR:-1e-6}
 TEMPERATURE=${TEMPERATURE:-1.0}                      # mu must be the sampling distribution: keep 1.0
 VAL_N=${VAL_N:-1}                                    # validation samples per prompt
 VAL_DO_SAMPLE=${VAL_DO_SAMPLE:-False}                # False: greedy validation
-VAL_TEMPERATURE=${VAL_TEMPERATURE:-$TEMPERATURE}
+VAL_TEMPERATURE=${VAL_TEMPERATURE:-}                 # empty: TEMPERATURE if VAL_DO_SAMPLE=True, else 0 (greedy)
 TOTAL_EPOCHS=${TOTAL_EPOCHS:-100}                    # an upper bound; TOTAL_TRAINING_STEPS stops the run
 TEST_FREQ=${TEST_FREQ:-10}
 SAVE_FREQ=${SAVE_FREQ:--1}

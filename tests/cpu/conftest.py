@@ -1,4 +1,4 @@
-"""Fixtures of the CPU end-to-end tests: a tiny offline model built once per session."""
+"""Fixtures of the CPU tests: a fresh interpreter for code that depends on what verl loads on ``import verl``."""
 
 import os
 import subprocess
@@ -12,17 +12,10 @@ CPU_ENV = {"VERL_PLATFORM": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE"
            "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.fixture(scope="session")
-def tiny_paths(tmp_path_factory):
-    """The tiny Qwen2 + tokenizer + GSM8K-format parquet files (short warm-up: the tests need a model, not rewards)."""
-    from verl_drpo.cpu.tiny import build_all
-
-    return build_all(tmp_path_factory.mktemp("tiny"), n_train=16, n_val=4, steps=20, log=lambda *a: None)
-
-
 def _run_python(code: str, env_extra: dict | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("VERL_PLATFORM", "WG_BACKEND", "RANK", "WORLD_SIZE",
-                                                              "MASTER_ADDR", "MASTER_PORT", "VERL_ENGINE_DEVICE")}
+                                                              "MASTER_ADDR", "MASTER_PORT", "VERL_ENGINE_DEVICE",
+                                                              "VLLM_TARGET_DEVICE", "VLLM_CPU_KVCACHE_SPACE")}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)

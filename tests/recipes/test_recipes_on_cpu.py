@@ -187,7 +187,7 @@ BAD_VALUES = [
     ({"LOSS_MODE": "drpoo"}, "LOSS_MODE=drpoo: unknown loss mode"),
     ({"TRAINER_MODE": "async"}, "TRAINER_MODE=async: must be one of: sync colocate_async"),
     ({"TRAINER_MODE": "colocate_async", "STALENESS": "-1"}, "STALENESS=-1: must be an integer >= 0"),
-    ({"TRAINER_MODE": "fully_async", "STALENESS": "half"}, "STALENESS=half: must be a number > 0"),
+    ({"TRAINER_MODE": "fully_async", "STALENESS": "half"}, "STALENESS=half: must be a number >= 0"),
     ({"TRAINER_MODE": "colocate_async", "STALENESS_STRATEGY": "keep"}, "STALENESS_STRATEGY=keep: must be one of"),
     ({"TRAINER_MODE": "separate_async", "ROLLOUT_GPUS_PER_NODE": "8"}, "ROLLOUT_GPUS_PER_NODE=8: must be less than"),
     ({"LR": "fast"}, "LR=fast: must be a number > 0"),
@@ -298,6 +298,17 @@ def test_loss_mode_sets_the_papers_hyper_parameters(tmp_path, loss_mode):
     assert not [w for w in report.warnings if "not anchored" in w]
 
 
+def test_the_authors_name_for_drpo_runs_drpo(tmp_path):
+    """LOSS_MODE=spo_adaptive_eps (the authors' verl fork) selects DRPO with DRPO's settings."""
+    import verl  # noqa: F401  (loads the plugin's registrations)
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    if "spo_adaptive_eps" not in POLICY_LOSS_REGISTRY:
+        pytest.skip("verl_drpo.plugin does not register the alias spo_adaptive_eps in this checkout (issue 13.2)")
+    _, report = composed(tmp_path, LOSS_MODE="spo_adaptive_eps")
+    assert report.settings["loss_mode"] == "spo_adaptive_eps" and report.settings["drpo_delta"] == 12.5
+
+
 def test_loss_hyper_parameters_come_from_their_recipe_variables(tmp_path):
     """The table reads DRPO_DELTA, DPPO_TV_DELTA, ... from the environment the recipe passes on."""
     _, report = composed(tmp_path, LOSS_MODE="drpo", DRPO_DELTA="0.2")
@@ -343,6 +354,14 @@ def test_staleness_sets_the_prefetch_depth_and_a_consistent_drop_cap(tmp_path, t
     assert v1.sampler.max_off_policy_strategy == "drop"
 
 
+@pytest.mark.parametrize("staleness", ["0", "0.0", "0.5", "2"])
+def test_fully_async_staleness_is_any_number_from_zero(tmp_path, staleness):
+    proc, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, TRAINER_MODE="fully_async",
+                               STALENESS=staleness)
+    assert proc.returncode == 0, proc.stderr
+    assert f"async_training.staleness_threshold={staleness}" in overrides_of(dry_run_argv(calls))[1]
+
+
 def test_staleness_default_is_verls_prefetch_depth(tmp_path):
     cfg, _ = composed(tmp_path, TRAINER_MODE="colocate_async")
     assert cfg.trainer.v1.colocate_async.num_warmup_batches == 1
@@ -378,6 +397,16 @@ def test_token_budget_batching_reaches_actor_ref_and_rollout(tmp_path):
     assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 2 * (512 + 1024)
 
 
+def test_validation_is_greedy_by_default_and_sampled_on_request(tmp_path):
+    """verl's agent loop reads only val_kwargs.temperature (not do_sample): greedy validation needs temperature 0."""
+    cfg, _ = composed(tmp_path)
+    val = cfg.actor_rollout_ref.rollout.val_kwargs
+    assert val.temperature == 0 and val.do_sample is False and val.n == 1
+    cfg, _ = composed(tmp_path, VAL_DO_SAMPLE="True", VAL_N=4)
+    val = cfg.actor_rollout_ref.rollout.val_kwargs
+    assert val.temperature == 1.0 and val.do_sample is True and val.n == 4
+
+
 def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
     cfg, report = composed(tmp_path, "dapo_qwen3_4b")
     s, arr = report.settings, cfg.actor_rollout_ref
@@ -392,7 +421,11 @@ def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
     val = arr.rollout.val_kwargs
     assert val.n == 16 and val.do_sample is True and val.temperature == 1.0 and val.top_p == 1.0
     assert [os.path.basename(f) for f in s["val_files"]] == ["aime24.parquet", "aime25.parquet"]
-    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu >= 2048 + 8192
+    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2048 + 8192
+    assert arr.rollout.tensor_model_parallel_size == 2 and s["total_training_steps"] == 800
+    # the chat-template switch docs/reproduction.md suggests composes
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", "+data.apply_chat_template_kwargs.enable_thinking=True")
+    assert cfg.data.apply_chat_template_kwargs.enable_thinking is True
 
 
 # ----------------------------------------------------------------------------------------- dry_run's own checks

@@ -2,9 +2,11 @@
 
 Nothing is downloaded. The tokenizer is a byte-level BPE trained on the synthetic corpus (with a Qwen-style chat
 template); the model is a ~0.1M-parameter ``Qwen2ForCausalLM`` given a few seconds of supervised warm-up on the answer
-FORMAT with random answers: after it, sampled responses usually read ``#### <digit>`` and are right about one time in
-five. So verl's own GSM8K scorer (``data_source=openai/gsm8k``, strict ``#### <answer>``) gives mixed 0/1 rewards
-inside a group, the group-centred advantages are non-zero, and a policy loss has a real gradient to follow.
+FORMAT with random answers: after it, sampled responses usually read ``#### <digit>`` after 0-2 filler words (so
+response lengths vary, as on a GPU) and are right about one time in five. So verl's own GSM8K scorer
+(``data_source=openai/gsm8k``, strict ``#### <answer>``) gives mixed 0/1 rewards inside a group, the group-centred
+advantages are non-zero, and a policy loss has a real gradient to follow. Its head size is 32 (2 heads on a hidden
+size of 64): vLLM's CPU attention serves no smaller one (``verl_drpo.cpu.vllm_cpu``, W2).
 
 Usage::
 
@@ -27,6 +29,12 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MAX_ANSWER = 4  # answers are 0..MAX_ANSWER: a format-only model guesses right ~1/(MAX_ANSWER+1) of the time
+# Questions come in phrasings of different lengths, so that a batch's prompt lengths tell which prompts it holds (the
+# smoke's resume check compares them with the uninterrupted run's).
+PHRASINGS = ("What is {a} plus {b}?", "Add {a} and {b}.", "Please tell me: what is the sum of {a} and {b}?",
+             "{a} plus {b} is what?")
+# Responses start with 0-2 filler words, so that sampled response lengths vary (ragged micro-batches, as on GPU).
+FILLERS = ("", "so ", "so so ")
 
 
 def make_problems(n: int, seed: int) -> list[dict]:
@@ -36,7 +44,7 @@ def make_problems(n: int, seed: int) -> list[dict]:
     for i in range(n):
         a = rng.randint(0, MAX_ANSWER)
         b = rng.randint(0, MAX_ANSWER - a)
-        question = f"What is {a} plus {b}? {INSTRUCTION}"
+        question = f"{rng.choice(PHRASINGS).format(a=a, b=b)} {INSTRUCTION}"
         rows.append(
             {
                 "data_source": DATA_SOURCE,
@@ -81,7 +89,8 @@ def build_model(out_dir: Path, rows: list[dict], seed: int = 0, steps: int = 300
     for r in rows:
         prompt = r["prompt"][0]["content"]
         for d in range(MAX_ANSWER + 1):
-            corpus.append(f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n#### {d}<|im_end|>\n")
+            for filler in FILLERS:
+                corpus.append(f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n{filler}#### {d}<|im_end|>\n")
     tokenizer = build_tokenizer(out_dir, corpus)
     eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2Config(
@@ -103,7 +112,8 @@ def build_model(out_dir: Path, rows: list[dict], seed: int = 0, steps: int = 300
         batch = [rng.choice(examples) for _ in range(32)]
         seqs, masks = [], []
         for p_ids in batch:
-            r_ids = tokenizer.encode(f"#### {rng.randint(0, MAX_ANSWER)}", add_special_tokens=False) + [eos]
+            response = f"{rng.choice(FILLERS)}#### {rng.randint(0, MAX_ANSWER)}"
+            r_ids = tokenizer.encode(response, add_special_tokens=False) + [eos]
             seqs.append(p_ids + r_ids)
             masks.append([0] * len(p_ids) + [1] * len(r_ids))
         width = max(map(len, seqs))
@@ -136,7 +146,7 @@ def build_all(out: str | os.PathLike, n_train: int = 64, n_val: int = 16, seed: 
     import pandas as pd
 
     out = Path(out)
-    manifest = {"n_train": n_train, "n_val": n_val, "seed": seed, "steps": steps, "version": 2}
+    manifest = {"n_train": n_train, "n_val": n_val, "seed": seed, "steps": steps, "version": 3}
     paths = {"model": str(out / "model"), "train": str(out / "train.parquet"), "val": str(out / "val.parquet")}
     stamp = out / "manifest.json"
     if stamp.exists() and json.loads(stamp.read_text()) == manifest and all(Path(p).exists() for p in paths.values()):
