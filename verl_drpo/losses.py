@@ -123,12 +123,13 @@ def mask_drpo_token_loss(
 
 def drpo_gradient_weight(prob_diff: torch.Tensor, advantages: torch.Tensor, delta: float) -> torch.Tensor:
     """w = 1 - sign(A) (pi - mu) / delta, within [1 - 1/delta, 1 + 1/delta]. prob_diff = pi - mu."""
-    return torch.sign(advantages).mul_(prob_diff).mul_(-1.0 / delta).add_(1.0)  # in place: one temporary
+    # the first product promotes (float32 advantages, float64 shifts -> float64); the rest is in place
+    return (torch.sign(advantages) * prob_diff).mul_(-1.0 / delta).add_(1.0)
 
 
 def spo_gradient_weight(ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float) -> torch.Tensor:
     """w = 1 - sign(A (r - 1)) |r - 1| / eps = 1 - sign(A) (r - 1) / eps; unbounded as mu -> 0."""
-    return torch.sign(advantages).mul_(ratio - 1.0).mul_(-1.0 / epsilon).add_(1.0)
+    return (torch.sign(advantages) * (ratio - 1.0)).mul_(-1.0 / epsilon).add_(1.0)
 
 
 def mask_drpo_gradient_weight(

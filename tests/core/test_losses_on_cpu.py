@@ -87,6 +87,16 @@ def test_drpo_weight_bounded_for_every_token(pi, mu, adv, delta):
     assert 1 - 1 / delta - 1e-12 <= w <= 1 + 1 / delta + 1e-12
 
 
+def test_gradient_weights_keep_the_precision_of_the_shift():
+    # float32 advantages with float64 shifts: the weight is computed in float64, not in the advantages' dtype
+    # (found by the property test above at pi=1e-6, mu=1, delta=34: 1 + (1 - 1e-6)/34 rounded up past 1 + 1/34)
+    shift = torch.tensor([1e-6 - 1.0], dtype=torch.float64)
+    w = losses.drpo_gradient_weight(shift, torch.tensor([1.0]), 34.0)
+    assert w.dtype == torch.float64 and w.item() == 1 + (1 - 1e-6) / 34
+    ratio = torch.tensor([1.0 + 1e-9], dtype=torch.float64)
+    assert losses.spo_gradient_weight(ratio, torch.tensor([1.0]), 12.5).dtype == torch.float64
+
+
 def test_spo_weight_is_unbounded_as_mu_goes_to_zero():
     adv = torch.tensor([1.0], dtype=torch.float64)
     weights = [
