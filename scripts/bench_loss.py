@@ -1,9 +1,9 @@
 """Micro-benchmark: DRPO's registered verl loss (with all its diagnostics) against verl's `vanilla` and `dppo_tv`.
 
 Forward + backward of the policy-loss function alone, on realistic shapes, every variant measured side by side in
-one run (interleaved rounds, median), printed as ratios to `vanilla`. DRPO runs eager and compiled: the plugin
-compiles its evaluation exactly when verl's `actor.use_torch_compile` is on (verl's default); the first compiled call
-(excluded, as warm-up) takes seconds. Memory is reported two ways: the bytes the
+one run (interleaved rounds, each in a shuffled order; median), printed as ratios to `vanilla`. DRPO runs eager
+and compiled: the plugin compiles its evaluation exactly when verl's `actor.use_torch_compile` is on (verl's
+default); the first compiled call (excluded, as warm-up) takes seconds. Memory is reported two ways: the bytes the
 loss saves for backward (what it adds to a training step's peak; measured with autograd's saved-tensor hooks, on any
 device) and, on CUDA, the peak allocated memory of the call.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import random
 import statistics
 import subprocess
 import sys
@@ -166,8 +167,11 @@ def main(argv=None):
     memory = {}
     for name, (fn, config) in table.items():  # warm-up
         run_once(fn, config, inputs, args.device, clock)
+    order = list(table)
     for round_index in range(args.rounds):
-        for name, (fn, config) in table.items():
+        random.Random(round_index).shuffle(order)  # no variant always runs in the wake of the same one
+        for name in order:
+            fn, config = table[name]
             elapsed, saved, peak = run_once(fn, config, inputs, args.device, clock)
             times[name].append(elapsed)
             memory[name] = (saved, peak)

@@ -225,7 +225,8 @@ def fully_async_lag_bound(cfg) -> dict[str, Any]:
     import math
 
     s = float(_get(cfg, "async_training.staleness_threshold"))
-    per_step = int(_get(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size")) * int(_get(cfg, "async_training.require_batches"))
+    mini_batch = int(_get(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size"))
+    per_step = mini_batch * int(_get(cfg, "async_training.require_batches"))
     sync = int(_get(cfg, "async_training.trigger_parameter_sync_step"))
     versions = math.ceil(s)
     return {
@@ -342,7 +343,8 @@ def json_path_problem(path: str) -> str | None:
     """Why the settings cannot be written to `path` (checked before any work), or None."""
     target = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(target):
-        return f"--json (DRY_RUN_JSON) {path} is a directory; give a file path, e.g. {os.path.join(path, 'dry_run.json')}"
+        example = os.path.join(path, "dry_run.json")
+        return f"--json (DRY_RUN_JSON) {path} is a directory; give a file path, e.g. {example}"
     parent = os.path.dirname(target)
     existing = parent
     while not os.path.exists(existing):

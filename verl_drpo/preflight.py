@@ -4,7 +4,8 @@
   on the driver; the dry run too).
 - `missing_modes`: which of the table's names a registry lacks (the doctor, on a fresh process's registry).
 - `trainer_config_warnings`: what verl accepts but a DRPO-style run should not do: the anchor, the sampling
-  temperature and truncation, the `seq-mean-token-sum-norm` horizon (`loss_scale_factor`), verl's plain PolicyLossConfig.
+  temperature and truncation, the `seq-mean-token-sum-norm` horizon (`loss_scale_factor`), verl's plain
+  PolicyLossConfig.
 - `trainer_start_problems`: the assertions verl's trainers make in their constructors, i.e. only once Ray and the
   workers are up. verl has no public function for them, so each is mirrored here once, with the verl file and the
   source line it mirrors (`MIRRORED_CHECKS`); a test fails if that line changes in the installed verl.
@@ -174,10 +175,12 @@ MIRRORED_CHECKS: tuple[MirroredCheck, ...] = (
     MirroredCheck(_SEPARATE, 'assert config.actor_rollout_ref.rollout.nnodes > 0, "nnodes must be > 0', _separate_async,
                   lambda c: None if (c.actor_rollout_ref.rollout.nnodes > 0
                                      and c.actor_rollout_ref.rollout.n_gpus_per_node > 0)
-                  else "actor_rollout_ref.rollout.nnodes and .n_gpus_per_node must be > 0 (the standalone rollout pool)"),
+                  else "actor_rollout_ref.rollout.nnodes and .n_gpus_per_node must be > 0 (the standalone "
+                  "rollout pool)"),
     MirroredCheck(_SEPARATE, 'assert config.actor_rollout_ref.rollout.checkpoint_engine.backend != "naive"',
                   _separate_async,
-                  lambda c: "actor_rollout_ref.rollout.checkpoint_engine.backend must not be 'naive' (use nccl, nixl, ...)"
+                  lambda c: "actor_rollout_ref.rollout.checkpoint_engine.backend must not be 'naive' (use nccl, "
+                  "nixl, ...)"
                   if c.actor_rollout_ref.rollout.checkpoint_engine.backend == "naive" else None),
     MirroredCheck("trainer/ppo/v1/replay_buffer.py",
                   "assert isinstance(self.max_off_policy_threshold, int) and self.max_off_policy_threshold > 0",

@@ -2,7 +2,6 @@
 the aliases all follow it; the import graph of the core has no cycle."""
 
 import ast
-import os
 import subprocess
 import sys
 from dataclasses import fields
@@ -35,9 +34,9 @@ def test_every_name_in_the_table_is_registered_by_the_plugin():
 
 
 def test_config_fields_defaults_and_help_agree_with_the_table():
-    own = {f.name: f.default for f in fields(DRPOPolicyLossConfig)} .items() - {
-        f.name: f.default for f in fields(PolicyLossConfig)}.items()
-    assert dict(own) == {name: s.default for name, s in modes.POLICY_LOSS_FIELDS.items()}
+    inherited = {f.name for f in fields(PolicyLossConfig)}
+    own = {f.name: f.default for f in fields(DRPOPolicyLossConfig) if f.name not in inherited}
+    assert own == {name: s.default for name, s in modes.POLICY_LOSS_FIELDS.items()}
     for name, setting in modes.POLICY_LOSS_FIELDS.items():
         assert f"{name} (float): {setting.help} Default {setting.default}." in DRPOPolicyLossConfig.__doc__
     for mode in modes.MODES.values():
@@ -107,14 +106,14 @@ def test_core_modules_import_only_what_the_architecture_allows(module):
     assert package_imports(module) <= ALLOWED[module]
 
 
-def test_the_mathematics_and_the_table_import_neither_verl_nor_each_other_heavily():
+def test_the_mathematics_and_the_table_load_without_verl():
     code = ("import sys, verl_drpo.modes, verl_drpo.losses, verl_drpo.fast; "
             "print(sorted(m for m in sys.modules if m == 'verl' or m.startswith('verl.')))")
-    env = {k: v for k, v in os.environ.items()}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     code = "import sys, verl_drpo.modes; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 # ---- mirrored verl checks ---------------------------------------------------------------------------------------------
