@@ -146,8 +146,8 @@ OVERRIDES=(
   "${MODE_OVERRIDES[@]}"
 )
 if [[ $REWARD == math_verify ]]; then  # the paper's grader, 1/0 (pip install math-verify)
-  OVERRIDES+=("reward.custom_reward_function.path=${DRPO_REPO_ROOT}/recipe/drpo/reward_math_verify.py"
-              reward.custom_reward_function.name=compute_score)
+  OVERRIDES+=(reward.custom_reward_function.path=pkg://verl_drpo.rewards
+              reward.custom_reward_function.name=math_verify_score)
 fi
 if [[ $USE_RUNTIME_ENV_PLUGIN == 1 ]]; then  # when a node's interpreter does not see the verl.plugins entry point
   OVERRIDES+=("+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_drpo.plugin")

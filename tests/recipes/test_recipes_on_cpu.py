@@ -431,76 +431,24 @@ def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- REWARD=math_verify
-REWARD_FILE = os.path.join(RECIPE_DIR, "reward_math_verify.py")
-
-
-def _stub_math_verify(root):
-    """A stand-in for the math-verify package with the API verl's scorer uses: the answer is the last \\boxed{}."""
-    pkg = root / "math_verify"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "errors.py").write_text("class TimeoutException(Exception):\n    pass\n")
-    (pkg / "grader.py").write_text("def verify(gold, pred):\n    return gold == pred\n")
-    (pkg / "parser.py").write_text(
-        "class ExprExtractionConfig:\n    pass\n\n\nclass LatexExtractionConfig:\n    pass\n\n\n"
-        "def parse(text, targets):\n"
-        "    i = text.rfind('\\\\boxed{')\n"
-        "    return [text[i + 7:text.index('}', i)]] if i >= 0 else []\n")
-    return root
-
-
 def test_math_verify_reward_without_the_package_is_one_clear_line(tmp_path):
     proc = subprocess.run(["bash", RECIPES["dapo_qwen3_4b"]], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path, env=_env(tmp_path, PYTHON=sys.executable, REWARD="math_verify", DRY_RUN=1,
                                                  SKIP_DOCTOR=1))
-    if proc.returncode == 0:
+    if importlib.util.find_spec("math_verify") is not None:
         pytest.skip("math-verify is installed here")
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "pip install math-verify" in lines[0], proc.stderr
 
 
 def test_math_verify_reward_is_verls_custom_reward_function(tmp_path):
-    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="math_verify")  # the stand-in's package probe succeeds
-    assert cfg.reward.custom_reward_function.path == REWARD_FILE
-    assert cfg.reward.custom_reward_function.name == "compute_score"
-    cfg, _ = composed(tmp_path, "dapo_qwen3_4b")  # the default keeps verl's scorer of the data_source
+    """REWARD=math_verify selects verl_drpo.rewards.math_verify_score (tested in test_rewards_on_cpu.py) through
+    verl's reward.custom_reward_function hook; the default keeps verl's scorer of the data_source."""
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="math_verify")  # the stand-in's package probes succeed
+    assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.rewards"
+    assert cfg.reward.custom_reward_function.name == "math_verify_score"
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b")
     assert cfg.reward.custom_reward_function.path is None
-
-
-def _load_reward_file():
-    spec = importlib.util.spec_from_file_location("reward_math_verify_under_test", REWARD_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_math_verify_reward_scores_one_or_zero_through_verls_scorer(tmp_path, monkeypatch):
-    """The file verl loads calls verl's math_verify scorer: 1.0 / 0.0 (a stand-in grader; verl's process pool
-    replaced by a thread, since spawning it costs a fresh verl import per worker)."""
-    import concurrent.futures
-
-    from verl.utils.reward_score import math_verify as verl_math_verify
-
-    monkeypatch.syspath_prepend(str(_stub_math_verify(tmp_path / "stub")))
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    monkeypatch.setattr(verl_math_verify, "_get_pool", lambda: pool)
-    try:
-        fn = _load_reward_file().compute_score
-        assert fn(data_source="aime24", solution_str="so \\boxed{42}", ground_truth="42", extra_info={}) == 1.0
-        assert fn(data_source="math_dapo", solution_str="so \\boxed{41}", ground_truth="42") == 0.0
-    finally:
-        pool.shutdown()
-        for name in [m for m in sys.modules if m == "math_verify" or m.startswith("math_verify.")]:
-            del sys.modules[name]
-
-
-def test_math_verify_reward_file_refuses_to_load_without_the_package(monkeypatch):
-    """verl's scorer would turn the missing package into a score of 0 for every answer; the file fails instead."""
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "math_verify" else real_find_spec(name, *a))
-    with pytest.raises(ImportError, match="pip install math-verify"):
-        _load_reward_file()
 
 
 # ----------------------------------------------------------------------------------------- dry_run's own checks
