@@ -91,6 +91,13 @@ drpo_check_variables() {
   [[ $VAL_TEMPERATURE == 0 ]] || drpo_require_number VAL_TEMPERATURE 0
   drpo_require_number GPU_MEMORY_UTILIZATION 0 1
   for name in DRY_RUN SKIP_DOCTOR USE_RUNTIME_ENV_PLUGIN; do drpo_require_choice "$name" 0 1; done
+  drpo_require_choice REWARD default math_verify
+  if [[ $REWARD == math_verify ]]; then  # verl's math-verify scorer would score every answer 0 without the package
+    "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("math_verify") is None)' ||
+      drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} cannot import math_verify; pip install math-verify (on every node)"
+    "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("verl_drpo.rewards") is None)' ||
+      drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} has no verl_drpo.rewards (the reward function); update verl-drpo"
+  fi
   # shellcheck disable=SC2086  # the list is one word per mode
   drpo_require_choice TRAINER_MODE $TRAINER_MODES
   [[ $LOGGER =~ ^\[.*\]$ ]] || drpo_fail "LOGGER=${LOGGER}: must be a list such as '[\"console\",\"file\"]'"

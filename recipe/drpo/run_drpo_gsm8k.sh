@@ -6,7 +6,6 @@
 #   MODEL_SIZE=1.5B LOSS_MODE=dppo_tv bash recipe/drpo/run_drpo_gsm8k.sh  # a baseline, a bigger model
 #   TRAINER_MODE=colocate_async STALENESS=2 bash recipe/drpo/run_drpo_gsm8k.sh
 #   DRY_RUN=1 bash recipe/drpo/run_drpo_gsm8k.sh trainer.total_training_steps=5   # compose + validate, no GPU
-#
 # Data: python scripts/prepare_gsm8k.py --local_save_dir ~/data/gsm8k. Hydra overrides last win. docs/recipes.md
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # PYTHON (the project's .venv by default) and the helpers
@@ -48,6 +47,7 @@ PPO_MAX_TOKEN_LEN_PER_GPU=${PPO_MAX_TOKEN_LEN_PER_GPU:-}  # token budget (empty:
 LOG_PROB_MAX_TOKEN_LEN_PER_GPU=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU:-}  # (empty: PPO_MAX_TOKEN_LEN_PER_GPU)
 LR=${LR:-1e-6}
 TEMPERATURE=${TEMPERATURE:-1.0}                      # mu must be the sampling distribution: keep 1.0
+REWARD=${REWARD:-default}                            # default: verl's scorer of the data_source; math_verify
 VAL_N=${VAL_N:-1}                                    # validation samples per prompt
 VAL_DO_SAMPLE=${VAL_DO_SAMPLE:-False}                # False: greedy validation
 VAL_TEMPERATURE=${VAL_TEMPERATURE:-}                 # empty: TEMPERATURE if VAL_DO_SAMPLE=True, else 0 (greedy)
@@ -139,6 +139,10 @@ OVERRIDES=(
   trainer.val_before_train=True
   "${MODE_OVERRIDES[@]}"
 )
+if [[ $REWARD == math_verify ]]; then  # the paper's grader, 1/0 (pip install math-verify)
+  OVERRIDES+=(reward.custom_reward_function.path=pkg://verl_drpo.rewards
+              reward.custom_reward_function.name=math_verify_score)
+fi
 if [[ $USE_RUNTIME_ENV_PLUGIN == 1 ]]; then  # when a node's interpreter does not see the verl.plugins entry point
   OVERRIDES+=("+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_drpo.plugin")
 fi

@@ -9,6 +9,7 @@ Two layers:
 Every subprocess runs with cwd=tmp_path and a temporary VERL_FILE_LOGGER_ROOT, so nothing is written into the checkout.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -198,6 +199,7 @@ BAD_VALUES = [
     ({"MODEL_SIZE": "2B"}, "MODEL_SIZE=2B: must be one of"),
     ({"DRY_RUN": "yes"}, "DRY_RUN=yes: must be one of: 0 1"),
     ({"LOGGER": "console"}, "LOGGER=console: must be a list"),
+    ({"REWARD": "mathverify"}, "REWARD=mathverify: must be one of: default math_verify"),
     ({"TRAIN_BATCH_SIZE": "60"}, "TRAIN_BATCH_SIZE=60: must be a multiple of PPO_MINI_BATCH_SIZE=16"),
 ]
 
@@ -426,6 +428,27 @@ def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
     # the chat-template switch docs/reproduction.md suggests composes
     cfg, _ = composed(tmp_path, "dapo_qwen3_4b", "+data.apply_chat_template_kwargs.enable_thinking=True")
     assert cfg.data.apply_chat_template_kwargs.enable_thinking is True
+
+
+# ----------------------------------------------------------------------------------------- REWARD=math_verify
+def test_math_verify_reward_without_the_package_is_one_clear_line(tmp_path):
+    proc = subprocess.run(["bash", RECIPES["dapo_qwen3_4b"]], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env=_env(tmp_path, PYTHON=sys.executable, REWARD="math_verify", DRY_RUN=1,
+                                                 SKIP_DOCTOR=1))
+    if importlib.util.find_spec("math_verify") is not None:
+        pytest.skip("math-verify is installed here")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "pip install math-verify" in lines[0], proc.stderr
+
+
+def test_math_verify_reward_is_verls_custom_reward_function(tmp_path):
+    """REWARD=math_verify selects verl_drpo.rewards.math_verify_score (tested in test_rewards_on_cpu.py) through
+    verl's reward.custom_reward_function hook; the default keeps verl's scorer of the data_source."""
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="math_verify")  # the stand-in's package probes succeed
+    assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.rewards"
+    assert cfg.reward.custom_reward_function.name == "math_verify_score"
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b")
+    assert cfg.reward.custom_reward_function.path is None
 
 
 # ----------------------------------------------------------------------------------------- dry_run's own checks
