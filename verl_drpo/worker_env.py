@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 
-from verl_drpo import LOSS_MODES
+from verl_drpo.modes import REGISTERED_NAMES as LOSS_MODES
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -79,13 +79,14 @@ def test_recipe_overrides_come_from_the_table():
 
 # ---- the import graph ------------------------------------------------------------------------------------------------
 
-CORE = ["modes", "_compat", "losses", "fast", "plugin", "preflight", "config", "dry_run", "__main__", "__init__"]
+CORE = ["modes", "_compat", "losses", "fast", "plugin", "preflight", "config", "dry_run", "__main__", "__init__",
+        "worker_env", "rewards"]
 # what each core module may import from the package (docs/architecture.md)
 ALLOWED = {
     "modes": set(), "_compat": set(), "losses": set(), "fast": {"losses"},
     "plugin": {"modes", "losses", "fast", "_compat"}, "preflight": {"modes", "plugin"},
-    "config": {"modes", "preflight"}, "dry_run": {"modes", "preflight"}, "__main__": {"modes", "preflight", "_compat"},
-    "__init__": {"modes"},
+    "config": {"modes", "preflight"}, "dry_run": {"modes", "preflight"}, "__main__": {"modes", "preflight", "_compat", "worker_env"},
+    "__init__": {"modes"}, "worker_env": {"modes"}, "rewards": set(),
 }
 
 
