@@ -1,25 +1,36 @@
 """Micro-benchmark: DRPO's registered verl loss (with all its diagnostics) against verl's `vanilla` and `dppo_tv`.
 
 Forward + backward of the policy-loss function alone, on realistic shapes, every variant measured side by side in
-one run (interleaved rounds, median), printed as ratios to `vanilla`. DRPO runs eager and compiled: the plugin
-compiles its evaluation exactly when verl's `actor.use_torch_compile` is on (verl's default); the first compiled call
-(excluded, as warm-up) takes seconds. Memory is reported two ways: the bytes the
+one run (interleaved rounds, each in a shuffled order; median), printed as ratios to `vanilla`. DRPO runs eager
+and compiled: the plugin compiles its evaluation exactly when verl's `actor.use_torch_compile` is on (verl's
+default); the first compiled call (excluded, as warm-up) takes seconds. Memory is reported two ways: the bytes the
 loss saves for backward (what it adds to a training step's peak; measured with autograd's saved-tensor hooks, on any
 device) and, on CUDA, the peak allocated memory of the call.
 
     .venv/bin/python scripts/bench_loss.py                         # 64 x 8192 tokens on CPU
     .venv/bin/python scripts/bench_loss.py --device cuda --dtype bfloat16
+    .venv/bin/python scripts/bench_loss.py --before REV             # also the drpo loss of git revision REV
+
+`--before REV` measures the registered `drpo` of an earlier revision of this repository in the same interleaved
+rounds (its package is loaded from `git show REV:verl_drpo/...` under another name; verl's registry is restored
+afterwards), so a change to the fast path is compared side by side on the same, possibly busy, machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import random
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import verl  # noqa: F401  (loads the verl-drpo plugin through its entry point)
-from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
 from verl.workers.config import ActorConfig
 
 from verl_drpo import losses
@@ -48,14 +59,14 @@ def actor_config(loss_mode, use_torch_compile=False, **kw):
     )
 
 
-def variants():
+def variants(before: str | None = None):
     bare_delta = 12.5
 
     def bare_drpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights):
         loss_mat = losses.drpo_token_loss(log_prob, old_log_prob, advantages, bare_delta)  # plain autograd
         return agg_loss(loss_mat=loss_mat, loss_mask=response_mask, loss_agg_mode=loss_agg_mode), {}
 
-    return {
+    table = {
         "vanilla": (get_policy_loss_fn("vanilla"), actor_config("vanilla", clip_ratio_low=0.2, clip_ratio_high=0.28)),
         "dppo_tv": (
             get_policy_loss_fn("dppo_tv"),
@@ -65,6 +76,33 @@ def variants():
         "drpo (actor.use_torch_compile=True)": (get_policy_loss_fn("drpo"), actor_config("drpo", True)),
         "drpo formula alone, autograd, no diagnostics": (bare_drpo, actor_config("drpo")),
     }
+    if before:
+        old = drpo_of_revision(before)
+        table[f"drpo at {before} (eager)"] = (old, actor_config("drpo"))
+        table[f"drpo at {before} (compiled)"] = (old, actor_config("drpo", True))
+    return table
+
+
+def drpo_of_revision(rev: str):
+    """The registered `drpo` loss function of git revision `rev`, loaded as package `verl_drpo_at_rev`."""
+    repo = Path(__file__).resolve().parents[1]
+    names = subprocess.run(["git", "ls-tree", "--name-only", rev, "verl_drpo/"], cwd=repo, check=True,
+                           capture_output=True, text=True).stdout.split()
+    target = Path(tempfile.mkdtemp(prefix="bench_before_")) / "verl_drpo_at_rev"
+    target.mkdir()
+    for name in names:
+        if name.endswith(".py"):
+            text = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=repo, check=True, capture_output=True,
+                                  text=True).stdout
+            (target / Path(name).name).write_text(text.replace("verl_drpo", "verl_drpo_at_rev"))
+    sys.path.insert(0, str(target.parent))
+    saved = dict(POLICY_LOSS_REGISTRY)
+    try:
+        importlib.import_module("verl_drpo_at_rev.plugin")
+        return POLICY_LOSS_REGISTRY["drpo"]
+    finally:  # this revision's losses stay the registered ones
+        POLICY_LOSS_REGISTRY.clear()
+        POLICY_LOSS_REGISTRY.update(saved)
 
 
 def run_once(fn, config, inputs, device, clock):
@@ -105,6 +143,7 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=8192)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--before", metavar="REV", help="also measure the drpo loss of this git revision")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
@@ -123,13 +162,16 @@ def main(argv=None):
         raise SystemExit("--device cuda: no CUDA device here")
 
     inputs = make_inputs(args.batch, args.length, args.device, getattr(torch, args.dtype))
-    table = variants()
+    table = variants(args.before)
     times = {name: [] for name in table}
     memory = {}
     for name, (fn, config) in table.items():  # warm-up
         run_once(fn, config, inputs, args.device, clock)
+    order = list(table)
     for round_index in range(args.rounds):
-        for name, (fn, config) in table.items():
+        random.Random(round_index).shuffle(order)  # no variant always runs in the wake of the same one
+        for name in order:
+            fn, config = table[name]
             elapsed, saved, peak = run_once(fn, config, inputs, args.device, clock)
             times[name].append(elapsed)
             memory[name] = (saved, peak)

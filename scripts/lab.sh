@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The project's main command: set up ./.venv (see setup_env.sh), then run the off-policy lab
-# (python -m verl_drpo.lab). The default compares DRPO (delta 12.5, 2.5, 1, 0.2) with dppo_tv, dppo_kl, vanilla
-# (GRPO clip-higher), spo and pg_is, on- and off-policy, 3 seeds, in about 5 minutes on 2 cores; results, table
-# and figure go to runs/lab/. Extra arguments pass through, e.g.
-#   bash scripts/lab.sh --quick
-#   bash scripts/lab.sh --methods drpo,dppo_tv --staleness 0,16 --mismatch 0,0.5 --seeds 5 --out runs/lab2
+# (python -m verl_drpo.lab). The default compares pg_is, drpo (delta 12.5), drpo_d0.2, dppo_tv, vanilla and spo
+# under three settings, one off-policy axis at a time (on-policy, staleness k=16, logit noise sigma=1), 5 seeds,
+# paired against pg_is and dppo_tv; results, table, generated conclusions and figure go to runs/lab/. Examples:
+#   bash scripts/lab.sh --quick                       # CI smoke run, about a minute
+#   bash scripts/lab.sh --full --out runs/lab_full    # the wide design (cost in docs/lab.md)
+#   bash scripts/lab.sh --dtype float64 --out runs/lab_f64
 # Design, default results and limits: docs/lab.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -7,13 +7,14 @@
 
 Inputs, recognised by their form:
 - verl's ``file`` logger (``trainer.logger=[...,"file"]``): JSON lines ``{"step": n, "data": {metric: value}}``,
-  written to ``$VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl`` (the recipes set the root to ./runs);
+  written to ``$VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl`` (the recipes set the root to ./runs); a nested
+  object is read as slash-joined names (``{"actor": {"lr": 1e-6}}`` -> ``actor/lr``), non-numbers are skipped;
 - a saved console log (``trainer.logger=[console]``): lines ``step:<n> - <metric>:<value> - ...``;
 - a TensorBoard event file or directory (``trainer.logger=[tensorboard]``; needs the ``tensorboard`` package).
 
 Metrics are names or shell-style patterns (``val-core/*/reward/mean@*``); the default set is the one
 docs/reproduction.md says to watch. The label of a run is its file name without extension; with ``--group-seeds``
-runs whose labels differ only in ``seed<k>`` are averaged.
+runs whose labels differ only in ``seed<k>`` are averaged. ``-o`` names the PNG; the tool prints the path it wrote.
 """
 
 from __future__ import annotations
@@ -61,10 +62,25 @@ def read_jsonl(path: str) -> dict[str, dict[int, float]]:
                 step, data = int(record["step"]), record["data"]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise RunReadError(f"{path}:{lineno}: not a verl file-logger line ({exc})") from None
-            for key, value in data.items():
+            if not isinstance(data, dict):
+                raise RunReadError(f"{path}:{lineno}: \"data\" is a {type(data).__name__}, expected an object "
+                                   "of metric: value")
+            for key, value in flatten(data).items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     series[key][step] = float(value)
     return series
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """Nested objects become slash-joined names, as verl names its metrics: {"a": {"b": 1}} -> {"a/b": 1}."""
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
 
 
 def read_console(path: str) -> dict[str, dict[int, float]]:
@@ -195,9 +211,28 @@ def plot(runs: dict[str, dict], metrics: list[str], output: str, smooth: float =
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 + 0.02 * math.ceil(len(labels) / 4), 1, 0.97 if title else 1))
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        fig.savefig(output, dpi=120)
+    finally:
+        plt.close(fig)
+    return output
+
+
+def output_path(output: str) -> str:
+    """The file ``-o`` names: ``DIR/`` or an existing directory -> DIR/runs.png; a name without extension gets
+    ``.png`` (matplotlib would add it silently). Raises RunReadError if the file's folder cannot be written."""
+    if output.endswith(os.sep) or os.path.isdir(output):
+        output = os.path.join(output, "runs.png")
+    elif not os.path.splitext(output)[1]:
+        output += ".png"
+    probe = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(probe):  # the nearest existing ancestor decides whether the folder can be made
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise RunReadError(f"-o {output}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunReadError(f"-o {output}: {probe} is not writable")
     return output
 
 
@@ -223,7 +258,9 @@ def _nanmax(col):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run logs: .jsonl (file logger), console logs, TensorBoard dirs")
-    parser.add_argument("-o", "--output", default="runs.png", help="PNG to write (default runs.png)")
+    parser.add_argument("-o", "--output", default="runs.png",
+                        help="PNG to write (default runs.png); a directory gets DIR/runs.png, a name without "
+                             "extension gets .png")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                         help="metric names or shell patterns (default: the set docs/reproduction.md watches)")
     parser.add_argument("--labels", nargs="+", help="one label per run (default: file names)")
@@ -239,6 +276,7 @@ def main(argv=None) -> int:
         parser.error("--smooth must be in [0, 1)")
     runs: dict[str, dict] = {}
     try:
+        output = None if args.list else output_path(args.output)
         for i, path in enumerate(args.runs):
             label = args.labels[i] if args.labels else run_label(path)
             if label in runs:
@@ -258,7 +296,11 @@ def main(argv=None) -> int:
     if not metrics:
         print(f"plot_runs: none of the metrics {args.metrics} is in these runs; see --list", file=sys.stderr)
         return 1
-    out = plot(runs, metrics, args.output, smooth=args.smooth, group_seeds=args.group_seeds, title=args.title)
+    try:
+        out = plot(runs, metrics, output, smooth=args.smooth, group_seeds=args.group_seeds, title=args.title)
+    except (OSError, ValueError) as err:  # an unwritable file, or an image format matplotlib does not know
+        print(f"plot_runs: cannot write -o {output}: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {out}: {len(metrics)} metrics x {len(runs)} runs")
     return 0
 

@@ -20,9 +20,12 @@ from verl_drpo.data import (  # noqa: E402
     MATH_TEST_SOURCE,
     MATH_TRAIN_SOURCE,
     DataError,
+    check_outputs,
+    check_split_sources,
     convert,
     load_split,
     math_record,
+    positive_int,
     write_parquets,
 )
 
@@ -34,7 +37,9 @@ def main(argv=None) -> int:
     parser.add_argument("--local_test_dataset_path", default=None,
                         help=f"offline copy of {MATH_TEST_SOURCE} (save_to_disk directory or test.parquet|jsonl)")
     parser.add_argument("--local_save_dir", default="~/data/math", help="output directory (default ~/data/math)")
-    parser.add_argument("--max_samples", type=int, default=None, help="keep only the first N examples per split")
+    parser.add_argument("--max_samples", type=positive_int, default=None,
+                        help="keep only the first N examples per split")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing train/test.parquet")
     args = parser.parse_args(argv)
 
     out = os.path.expanduser(args.local_save_dir)
@@ -43,12 +48,15 @@ def main(argv=None) -> int:
         ("test", MATH_TEST_SOURCE, None, args.local_test_dataset_path),
     )
     try:
+        check_outputs([os.path.join(out, f"{split}.parquet") for split, *_ in jobs], overwrite=args.overwrite)
+        check_split_sources({split: local for split, _, _, local in jobs},
+                            hint="--local_dataset_path and --local_test_dataset_path must be different files")
         tables = {}
         for split, source, config, local in jobs:
             examples = load_split(source, split, config, local, args.max_samples)
             rows = convert(examples, lambda ex, i, s=split, src=source: math_record(ex, s, i, src), f"{source} {split}")
             tables[os.path.join(out, f"{split}.parquet")] = rows
-        counts = write_parquets(tables)
+        counts = write_parquets(tables, overwrite=args.overwrite)
     except DataError as err:
         print(f"prepare_math: {err}", file=sys.stderr)
         return 1

@@ -22,8 +22,9 @@ import subprocess
 import sys
 import textwrap
 
-from verl_drpo import LOSS_MODES
+from verl_drpo import preflight
 from verl_drpo._compat import SUPPORTED_VERL_VERSION
+from verl_drpo.modes import REGISTERED_NAMES
 
 _REGISTRY_PROBE = textwrap.dedent(
     """
@@ -133,10 +134,10 @@ def check_registration() -> str:
     result = _last_json_line(proc.stdout)
     if proc.returncode != 0 or result is None:
         raise CheckFailed(f"the registry probe failed:\n{_tail(proc.stderr)}")
-    missing = [m for m in LOSS_MODES if m not in result["modes"]]
+    missing = preflight.missing_modes(result["modes"])
     if missing:
         raise CheckFailed(f"`import verl` does not register {missing}: {_missing_modes_cause()}")
-    return f"`import verl` registers {', '.join(LOSS_MODES)}"
+    return f"`import verl` registers {', '.join(REGISTERED_NAMES)}"
 
 
 def check_config_hook() -> str:
@@ -151,7 +152,7 @@ def check_ray_worker() -> str:
     modes = _last_json_line(proc.stdout)
     if proc.returncode != 0 or modes is None:
         raise CheckFailed(f"could not run a Ray worker:\n{_tail(proc.stderr)}")
-    missing = [m for m in LOSS_MODES if m not in modes]
+    missing = preflight.missing_modes(modes)
     if missing:
         raise CheckFailed(
             f"a Ray worker's `import verl` does not register {missing}. Is verl-drpo installed in the workers' "
@@ -161,10 +162,22 @@ def check_ray_worker() -> str:
     return "a Ray worker's `import verl` registers them too"
 
 
-def doctor(quick: bool = False, as_json: bool = False) -> int:
+def check_worker_env(runtime_env: dict) -> str:
+    """5. (with --py-executable / --runtime-env) a Ray worker started with that runtime_env loads verl-drpo."""
+    from verl_drpo.worker_env import WorkerEnvError, check_worker_env as probe
+
+    try:
+        return probe(runtime_env)
+    except WorkerEnvError as error:
+        raise CheckFailed(str(error)) from None
+
+
+def doctor(quick: bool = False, as_json: bool = False, runtime_env: dict | None = None) -> int:
     checks = [("verl version", check_version), ("registration", check_registration), ("config hook", check_config_hook)]
     if not quick:
         checks.append(("ray worker", check_ray_worker))
+    if runtime_env is not None:
+        checks.append(("worker runtime_env", lambda: check_worker_env(runtime_env)))
     report = []
     status = 0
     for name, check in checks:
@@ -191,11 +204,26 @@ def main(argv=None) -> int:
     doctor_parser = sub.add_parser("doctor", help="check that verl loads the DRPO losses everywhere")
     doctor_parser.add_argument("--quick", action="store_true", help="skip the Ray worker check (about 20 s)")
     doctor_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor_parser.add_argument("--py-executable", default=None, metavar="CMD",
+                               help="also start a Ray worker under this interpreter command, as "
+                                    "ray_kwargs.ray_init.runtime_env.py_executable does (e.g. 'uv run')")
+    doctor_parser.add_argument("--runtime-env", default=None, metavar="JSON|FILE",
+                               help="also start a Ray worker with this runtime_env (the mapping under "
+                                    "ray_kwargs.ray_init.runtime_env, as JSON text or a JSON/YAML file)")
     overrides_parser = sub.add_parser("overrides", help="print the Hydra overrides that select a loss mode")
     overrides_parser.add_argument("loss_mode")
     args = parser.parse_args(argv)
     if args.command == "doctor":
-        return doctor(quick=args.quick, as_json=args.json)
+        runtime_env = None
+        if args.py_executable is not None or args.runtime_env is not None:
+            from verl_drpo.worker_env import build_runtime_env
+
+            try:
+                runtime_env = build_runtime_env(args.py_executable, args.runtime_env)
+            except ValueError as err:
+                print(f"doctor: {err}", file=sys.stderr)
+                return 2
+        return doctor(quick=args.quick, as_json=args.json, runtime_env=runtime_env)
     if args.command == "overrides":
         from verl_drpo import modes
 

@@ -1,10 +1,11 @@
-"""GSM8K and MATH in verl's RL parquet format, shared by ``scripts/prepare_gsm8k.py`` and ``scripts/prepare_math.py``.
+"""GSM8K, MATH and DAPO-Math/AIME in verl's RL parquet format, shared by ``scripts/prepare_gsm8k.py``,
+``scripts/prepare_math.py`` and ``scripts/prepare_dapo.py``.
 
 One row per problem::
 
     data_source   str   selects the scorer in verl.utils.reward_score.default_compute_score
                         ("openai/gsm8k" -> gsm8k, "DigitalLearningGmbH/MATH-lighteval" and
-                        "HuggingFaceH4/MATH-500" -> math_reward)
+                        "HuggingFaceH4/MATH-500" -> math_reward; "math_dapo", "aime24", "aime25" -> math_dapo)
     prompt        list  chat messages, [{"role": "user", "content": problem + instruction}]
     ability       str   "math"
     reward_model  dict  {"style": "rule", "ground_truth": final answer}
@@ -12,9 +13,10 @@ One row per problem::
 
 Sources load from the Hugging Face hub by default, or offline from ``local_dataset_path``: a directory written by
 ``datasets``' ``save_to_disk``, or a directory holding ``<split>.parquet`` / ``<split>.jsonl`` / ``<split>.json``
-files (the hub's own layout, e.g. ``main/train-00000-of-00001.parquet``, is found too). Output files are written
-to a temporary name and renamed into place only once every split has been converted, so a failure never leaves a
-half-written parquet behind.
+files (the hub's own layout, e.g. ``main/train-00000-of-00001.parquet``, is found too); a single file serves one
+split only. Outputs are all-or-nothing (``write_parquets``): every destination is checked before any data is read,
+existing files are replaced only with ``--overwrite``, and a failure at any step leaves the old files in place and
+no temporary file behind.
 """
 
 from __future__ import annotations
@@ -28,11 +30,24 @@ from typing import Any
 GSM8K_SOURCE = "openai/gsm8k"
 MATH_TRAIN_SOURCE = "DigitalLearningGmbH/MATH-lighteval"
 MATH_TEST_SOURCE = "HuggingFaceH4/MATH-500"
+DAPO_TRAIN_HUB_ID = "BytedTsinghua-SIA/DAPO-Math-17k"
+AIME24_HUB_ID, AIME24_SPLIT = "HuggingFaceH4/aime_2024", "train"  # 30 problems, fields problem/answer
+AIME25_HUB_ID, AIME25_SPLIT = "math-ai/aime25", "test"  # 30 problems, fields problem/answer
+# data_source values, chosen for verl 0.9.1's default_compute_score: "math_dapo" and every name starting with "aime"
+# go to verl.utils.reward_score.math_dapo (DAPO's scorer: the line "Answer: ..." compared after normalisation, score
+# +1/-1 plus an "acc" field). Separate AIME names give separate val-core/aime24/... and val-core/aime25/... metrics.
+DAPO_TRAIN_SOURCE, AIME24_SOURCE, AIME25_SOURCE = "math_dapo", "aime24", "aime25"
 
 # The instruction tells the model the answer format its scorer parses: verl's gsm8k scorer reads the number after
 # "#### " (strict), math_reward reads the last \boxed{...}.
 GSM8K_INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'
 MATH_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+
+# DAPO-Math-17k's own prompt template (its rows carry it already); AIME rows get the same one, so that evaluation asks
+# for the format math_dapo reads.
+DAPO_PROMPT_PREFIX = ("Solve the following math problem step by step. The last line of your response should be of the "
+                      "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n")
+DAPO_PROMPT_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 
 _GSM8K_ANSWER = re.compile(r"####\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)\s*$")
 
@@ -115,6 +130,71 @@ def math_record(example: dict, split: str, index: int, data_source: str) -> dict
     return _record(data_source, question, MATH_INSTRUCTION, answer, extra)
 
 
+def _first_field(example: dict, names: tuple[str, ...], where: str) -> Any:
+    for name in names:
+        if example.get(name) is not None and str(example[name]).strip():
+            return example[name]
+    raise DataError(f"{where}: none of the fields {list(names)} is present and non-empty "
+                    f"(fields present: {sorted(example)})")
+
+
+def dapo_record(example: dict, split: str, index: int, data_source: str = DAPO_TRAIN_SOURCE) -> dict:
+    """One DAPO-Math-17k row, or one AIME problem, as a verl row scored by verl's math_dapo.
+
+    Accepted forms: DAPO-Math-17k's hub rows, already in verl's schema (``prompt`` a list of chat messages whose user
+    message holds the template, ``reward_model.ground_truth``); or a flat problem (``prompt``/``problem``/``question``
+    text and ``answer``/``ground_truth``/``solution``), which gets DAPO's prompt template."""
+    where = f"{data_source} {split}[{index}]"
+    prompt = example.get("prompt")
+    if isinstance(prompt, list | tuple) or hasattr(prompt, "tolist"):  # parquet gives numpy arrays of dicts
+        messages = [dict(m) for m in (prompt.tolist() if hasattr(prompt, "tolist") else prompt)]
+        users = [m for m in messages if m.get("role") == "user" and str(m.get("content", "")).strip()]
+        if not users:
+            raise DataError(f"{where}: field 'prompt' has no non-empty user message")
+        content = str(users[-1]["content"])
+        question = content
+        if content.startswith(DAPO_PROMPT_PREFIX) and content.endswith(DAPO_PROMPT_SUFFIX):
+            question = content[len(DAPO_PROMPT_PREFIX):-len(DAPO_PROMPT_SUFFIX)]
+    else:
+        question = str(_first_field(example, ("prompt", "problem", "question", "Problem", "Question"), where))
+        content = f"{DAPO_PROMPT_PREFIX}{question}{DAPO_PROMPT_SUFFIX}"
+    reward_model = example.get("reward_model")
+    if isinstance(reward_model, dict) and str(reward_model.get("ground_truth") or "").strip():
+        answer = str(reward_model["ground_truth"])
+    elif any(str(example.get(k) or "").strip() for k in ("answer", "ground_truth", "Answer")):
+        answer = str(_first_field(example, ("answer", "ground_truth", "Answer"), where))
+    elif example.get("solution") is not None:
+        try:
+            answer = math_boxed_answer(str(example["solution"]))
+        except DataError as exc:
+            raise DataError(f"{where}: no 'answer' field, and {exc}") from None
+    else:
+        raise DataError(f"{where}: no answer: expected reward_model.ground_truth, 'answer' or a \\boxed 'solution' "
+                        f"(fields present: {sorted(example)})")
+    answer = answer.strip()
+    if re.fullmatch(r"-?\d+\.0+", answer):  # integer answers read back from float columns ("204.0")
+        answer = answer.split(".")[0]
+    return {
+        "data_source": data_source,
+        "prompt": [{"role": "user", "content": content}],
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": answer},
+        "extra_info": {"split": split, "index": index, "question": question},
+    }
+
+
+def drop_duplicate_problems(rows: list[dict]) -> tuple[list[dict], int]:
+    """Keep the first row of each (prompt, ground truth) pair; return the rows and how many were dropped."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for row in rows:
+        key = (row["prompt"][0]["content"], row["reward_model"]["ground_truth"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
 def convert(examples: Iterable[dict], to_record: Callable[[dict, int], dict], name: str) -> list[dict]:
     """Apply ``to_record(example, index)`` to every example; raise DataError on an empty split."""
     rows = [to_record(dict(example), i) for i, example in enumerate(examples)]
@@ -142,6 +222,7 @@ def _read_file(path: str) -> list[dict]:
 def load_split(hub_id: str, split: str, config: str | None = None, local_dataset_path: str | None = None,
                max_samples: int | None = None) -> list[dict]:
     """Load one split, from the hub (``datasets.load_dataset``) or from ``local_dataset_path`` (offline)."""
+    check_max_samples(max_samples)
     if local_dataset_path is None:
         import datasets
 
@@ -197,27 +278,122 @@ def _load_local(path: str, split: str) -> list[dict]:
 REQUIRED_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
 
-def write_parquets(tables: dict[str, list[dict]]) -> dict[str, int]:
-    """Write ``{path: rows}`` as parquet files, all or none: every file goes to a temporary name first."""
+def check_max_samples(value: int | None) -> None:
+    """``--max_samples`` keeps the first N examples of every split: N must be a positive integer (or unset)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DataError(f"--max_samples must be a positive integer (the number of examples kept per split), "
+                        f"got {value!r}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type of ``--max_samples``: a clear one-line error instead of a silent cut or an empty split."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be a positive integer (examples kept per split), got {text!r}")
+    return value
+
+
+def check_split_sources(sources: dict[str, str | None], hint: str) -> None:
+    """Refuse to read two splits from one file: ``{split: local path or None}``.
+
+    A single file holds no split information, so reading it for train and for test would evaluate on the training
+    data without a word. A directory is fine (each split is looked up by its own file name)."""
+    seen: dict[str, str] = {}
+    for split, path in sources.items():
+        if path is None:
+            continue
+        real = os.path.realpath(os.path.expanduser(path))
+        if not os.path.isfile(real):
+            continue
+        if real in seen:
+            raise DataError(f"the {seen[real]} and {split} splits would both be read from the one file {path}, "
+                            f"so evaluation would run on training data: {hint}")
+        seen[real] = split
+
+
+def check_outputs(paths: Iterable[str], overwrite: bool = False, flag: str = "--local_save_dir") -> None:
+    """Check every destination before any work: its folder is (or can be made) a writable directory, the file is not
+    a directory, and an existing file is replaced only with ``overwrite``. Raises DataError naming ``flag``."""
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        probe = folder
+        while not os.path.exists(probe):  # the nearest existing ancestor decides whether the folder can be made
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise DataError(f"{flag} {folder}: {probe} is a file, not a directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise DataError(f"{flag} {folder}: {probe} is not writable")
+        if os.path.isdir(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+            raise DataError(f"{flag} {folder}: the output {path} exists and is not a regular file; move it away")
+        if os.path.exists(path) and not overwrite:
+            raise DataError(f"{flag} {folder}: {os.path.basename(path)} already exists; pass --overwrite to "
+                            "replace it, or choose another directory")
+
+
+def write_parquets(tables: dict[str, list[dict]], overwrite: bool = False) -> dict[str, int]:
+    """Write ``{path: rows}`` as parquet files, all or none.
+
+    Every destination is checked first (``check_outputs``). The files are written into a staging directory inside
+    the destination folder (same file system, so renames are atomic), then renamed into place; an old file is first
+    moved into the staging directory, so that a failure at any step puts every old file back. The staging directory
+    is removed in every case."""
+    import shutil
+    import tempfile
+
     import pandas as pd
 
-    staged: list[tuple[str, str]] = []
+    for path, rows in tables.items():
+        if not rows:
+            raise DataError(f"refusing to write {path}: no rows")
+        missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
+        if missing:
+            raise DataError(f"refusing to write {path}: rows lack {missing}")
+    check_outputs(tables, overwrite=overwrite)
+    folders = {os.path.dirname(os.path.abspath(p)) for p in tables}
+    created = [f for f in sorted(folders) if not os.path.isdir(f)]
+    staging: dict[str, str] = {}
     try:
-        for path, rows in tables.items():
-            if not rows:
-                raise DataError(f"refusing to write {path}: no rows")
-            missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
-            if missing:
-                raise DataError(f"refusing to write {path}: rows lack {missing}")
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            staged.append((tmp, path))
+        for folder in created:
+            os.makedirs(folder, exist_ok=True)
+        for folder in folders:
+            staging[folder] = tempfile.mkdtemp(prefix=".staging-", dir=folder)
+    except OSError as exc:
+        for folder in staging.values():
+            os.rmdir(folder)
+        raise DataError(f"cannot write into {exc.filename or sorted(folders)[0]}: {exc.strerror or exc}") from None
+    placed: list[str] = []  # destinations that hold a new file
+    moved: list[tuple[str, str]] = []  # (destination, where its old file waits in the staging directory)
+    try:
+        staged = []
+        for i, (path, rows) in enumerate(tables.items()):
+            tmp = os.path.join(staging[os.path.dirname(os.path.abspath(path))], f"new-{i}.parquet")
             pd.DataFrame(rows).to_parquet(tmp, index=False)
-    except BaseException:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            staged.append((tmp, path))
+        for i, (tmp, path) in enumerate(staged):
+            if os.path.exists(path):
+                backup = os.path.join(os.path.dirname(tmp), f"old-{i}.parquet")
+                os.replace(path, backup)
+                moved.append((path, backup))
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException as exc:
+        for path in placed:  # undo: new files out, then old files back
+            os.remove(path)
+        for path, backup in moved:
+            os.replace(backup, path)
+        if isinstance(exc, OSError):
+            raise DataError(f"writing {exc.filename or 'the outputs'} failed ({exc.strerror or exc}); "
+                            "every old file is back in place") from None
         raise
-    for tmp, path in staged:
-        os.replace(tmp, path)
+    finally:
+        for folder in staging.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        for folder in created:  # a folder this call made, left empty by a failure
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
     return {path: len(rows) for path, rows in tables.items()}

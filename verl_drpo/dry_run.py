@@ -15,12 +15,16 @@ What it does, in the order verl itself would meet each problem:
    (``_target_``) that the workers will build;
 4. checks that the loss mode is in verl's policy-loss registry (an unregistered mode would otherwise pass every
    config check and fail only at the first actor update, inside a Ray worker);
-5. repeats the start-up assertions that verl's asynchronous trainers make in their constructors (they run only
-   after Ray and the workers are up on a real job);
-6. calls ``verl_drpo.plugin.check_trainer_config`` when the plugin provides it, and prints its warnings;
+5. checks what verl's trainers assert in their constructors (they run only after Ray and the workers are up on a
+   real job): ``verl_drpo.preflight.trainer_start_problems``;
+6. prints the warnings of ``verl_drpo.preflight.trainer_config_warnings`` (anchor, temperature, horizon, ...);
 7. prints the resolved settings that decide what the run computes, and exits 0.
 
-Exit status: 0 valid; 2 the overrides do not compose (unknown key, bad syntax); 3 verl or this package rejects the
+It also warns about local data files and model directories that do not exist here (remote paths pass), and for
+``fully_async`` shows the policy-lag bound that ``staleness_threshold`` implies (``fully_async_lag_bound``).
+
+Exit status: 0 valid; 2 the overrides do not compose (unknown key, bad syntax, a missing fully_async module) or
+``--json`` cannot be written (checked first; the file is written atomically); 3 verl or this package rejects the
 composed config; 4 the loss mode is not registered.
 """
 
@@ -30,9 +34,13 @@ import argparse
 import copy
 import json
 import os
+import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
+
+from verl_drpo import modes, preflight
 
 # entry name -> (package whose config/ directory holds the primary config, primary config name, the python module a
 # real run starts). Both entry points use @hydra.main(config_path="config") relative to their own module.
@@ -44,9 +52,6 @@ ENTRIES: dict[str, tuple[str, str, str]] = {
         "verl.experimental.fully_async_policy.fully_async_main",
     ),
 }
-
-# Loss modes whose anchor must be the rollout engine's log-probs (mu): DPPO's Takeaway 2 and DRPO's Eq. 8.
-ANCHORED_LOSS_MODES = ("drpo", "spo", "pg_is", "mask_drpo", "dppo_tv", "dppo_kl")
 
 EXIT_OK, EXIT_COMPOSE, EXIT_INVALID, EXIT_UNREGISTERED = 0, 2, 3, 4
 
@@ -76,8 +81,19 @@ def compose_config(overrides: list[str], entry: str = "main_ppo"):
     if entry not in ENTRIES:
         raise DryRunError(f"unknown entry {entry!r}; choose one of {sorted(ENTRIES)}", EXIT_COMPOSE)
     package, config_name, _ = ENTRIES[entry]
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:  # a parent package is missing
+        spec = None
     if spec is None or not spec.submodule_search_locations:
+        if entry == "fully_async":
+            raise DryRunError(
+                f"TRAINER_MODE=fully_async needs {package}, which the installed verl does not have: fully_async is "
+                "moving out of verl into verl-recipe (docs/recipes.md). Install a verl that still ships it (verl-drpo "
+                "supports verl 0.9.1, which does), or choose trainer.v1.trainer_mode=sync, colocate_async or "
+                "separate_async.",
+                EXIT_COMPOSE,
+            )
         raise DryRunError(f"{package} is not importable: is verl installed in this interpreter?", EXIT_COMPOSE)
     config_dir = os.path.join(list(spec.submodule_search_locations)[0], "config")
     GlobalHydra.instance().clear()
@@ -87,11 +103,18 @@ def compose_config(overrides: list[str], entry: str = "main_ppo"):
     except Exception as exc:  # Hydra wraps the OmegaConf error; show both layers
         cause = exc.__cause__ or exc.__context__
         detail = f"{exc}" + (f"\n  cause: {type(cause).__name__}: {cause}" if cause is not None else "")
+        if "Ambiguous value for argument" in str(exc):
+            hint = ("Hydra reads a comma in a value as a list or a sweep. For one path that contains a comma, quote "
+                    "it inside the override: \"data.train_files='/data/a,b.parquet'\" (the outer quotes are for "
+                    "the shell; the recipes' TRAIN_FILES/VAL_FILES variables need the inner ones too); for several "
+                    "files write a list: data.train_files=[/data/a.parquet,/data/b.parquet].")
+        else:
+            hint = (f"Check the key's spelling (`python -m {ENTRIES[entry][2]} --cfg job` prints every key). A "
+                    "leading '+' is only for the fields a selected dataclass adds, e.g. "
+                    "+actor_rollout_ref.actor.policy_loss.drpo_delta=12.5.")
         raise DryRunError(
             f"the overrides do not compose with verl's {config_name}.yaml ({type(exc).__name__}):\n  {detail}\n"
-            f"Check the key's spelling (`python -m {ENTRIES[entry][2]} --cfg job` prints every key). A leading "
-            "'+' is only for the fields a selected dataclass adds, e.g. "
-            "+actor_rollout_ref.actor.policy_loss.drpo_delta=12.5.",
+            f"{hint}",
             EXIT_COMPOSE,
         ) from exc
     finally:
@@ -113,79 +136,6 @@ def _get(cfg, dotted: str, default=None):
     return value
 
 
-def _check_async_trainer(cfg, entry: str) -> None:
-    """Repeat the constructor assertions of verl 0.9.1's asynchronous trainers (they run only once Ray is up)."""
-    problems = []
-    if entry == "fully_async":
-        # verl/experimental/fully_async_policy/fully_async_rollouter.py, FullyAsyncRollouter.__init__
-        if cfg.actor_rollout_ref.hybrid_engine:
-            problems.append("actor_rollout_ref.hybrid_engine must be False (trainer and rollouter are separate)")
-        if cfg.data.train_batch_size != 0:
-            problems.append(f"data.train_batch_size must be 0 (got {cfg.data.train_batch_size}); the trainer "
-                            "consumes ppo_mini_batch_size * async_training.require_batches samples per step")
-        if cfg.data.gen_batch_size != 1:
-            problems.append(f"data.gen_batch_size must be 1 (got {cfg.data.gen_batch_size})")
-        if cfg.async_training.staleness_threshold < 0:
-            problems.append("async_training.staleness_threshold must be >= 0")
-        if cfg.async_training.trigger_parameter_sync_step < 1:
-            problems.append("async_training.trigger_parameter_sync_step must be >= 1")
-    else:
-        mode = cfg.trainer.v1.trainer_mode
-        from verl.trainer.ppo.v1 import get_trainer_cls
-
-        try:
-            get_trainer_cls(mode)
-        except Exception as exc:
-            problems.append(f"trainer.v1.trainer_mode={mode!r} is not a registered V1 trainer: {exc}")
-        if mode == "separate_async":
-            # verl/trainer/ppo/v1/trainer_separate_async.py, PPOTrainerSeparateAsync.__init__
-            sync_step = cfg.trainer.v1.separate_async.parameter_sync_step
-            mini = cfg.actor_rollout_ref.actor.ppo_mini_batch_size
-            if cfg.data.train_batch_size != sync_step * mini:
-                problems.append(
-                    f"data.train_batch_size ({cfg.data.train_batch_size}) must equal "
-                    f"trainer.v1.separate_async.parameter_sync_step ({sync_step}) * "
-                    f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini})"
-                )
-            rollout = cfg.actor_rollout_ref.rollout
-            if not (rollout.nnodes > 0 and rollout.n_gpus_per_node > 0):
-                problems.append("actor_rollout_ref.rollout.nnodes and .n_gpus_per_node must be > 0 "
-                                "(the standalone rollout pool)")
-            if rollout.checkpoint_engine.backend == "naive":
-                problems.append("actor_rollout_ref.rollout.checkpoint_engine.backend must not be 'naive' "
-                                "(use nccl, nixl, ...)")
-        if mode in ("colocate_async", "separate_async"):
-            threshold = cfg.trainer.v1.sampler.max_off_policy_threshold
-            if threshold is not None and (not isinstance(threshold, int) or threshold <= 0):
-                problems.append(f"trainer.v1.sampler.max_off_policy_threshold must be a positive int or null "
-                                f"(got {threshold!r})")
-    if cfg.actor_rollout_ref.rollout.mode != "async":
-        problems.append(f"actor_rollout_ref.rollout.mode must be 'async' (got {cfg.actor_rollout_ref.rollout.mode!r})")
-    if problems:
-        raise DryRunError("verl would reject this run at start-up:\n  - " + "\n  - ".join(problems), EXIT_INVALID)
-
-
-def _own_warnings(cfg, temperature: bool = True) -> list[str]:
-    """Checks about mu (the rollout distribution) that verl does not make (the temperature one only when the
-    plugin's check_trainer_config, which has its own, is unavailable)."""
-    warnings = []
-    rollout = cfg.actor_rollout_ref.rollout
-    top_k = rollout.get("top_k", -1)
-    if float(rollout.get("top_p", 1.0)) < 1.0 or (top_k is not None and int(top_k) > 0):
-        warnings.append(
-            f"rollout top_p={rollout.top_p} top_k={top_k} truncates the sampling distribution: vLLM's "
-            f"logprobs_mode={rollout.get('logprobs_mode')} returns log-probs of the truncated distribution, which "
-            "the actor does not reproduce, so r = pi/mu is biased below 1 even with identical weights"
-        )
-    if temperature and float(rollout.temperature) != 1.0:
-        warnings.append(
-            f"rollout temperature {rollout.temperature} != 1.0: mu and pi are both computed on logits / "
-            "temperature (vLLM processed_logprobs; verl's actor scales by the rollout temperature), so the trust "
-            "region is measured on the tempered policy, not on the model's own distribution"
-        )
-    return warnings
-
-
 def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
     """Run verl's and this package's start-up checks on a composed config; raise DryRunError on a rejection."""
     import warnings
@@ -194,7 +144,6 @@ def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
     warnings.filterwarnings("ignore", message=r".* engine is not available")
     warnings.filterwarnings("ignore", message=r"Disabled critic as algorithm.adv_estimator")
     import verl  # noqa: F401  (loads the verl.plugins entry points, as every real process does)
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
@@ -226,37 +175,65 @@ def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
         raise DryRunError(f"verl's validate_config rejected the config: {type(exc).__name__}: {exc}{hint}",
                           EXIT_INVALID) from exc
 
-    loss_mode = actor.policy_loss.loss_mode
-    if loss_mode not in POLICY_LOSS_REGISTRY:
-        raise DryRunError(
-            f"loss mode {loss_mode!r} is not in verl's policy-loss registry (registered: "
-            f"{sorted(POLICY_LOSS_REGISTRY)}). Is verl-drpo installed in this interpreter? "
-            "Run `python -m verl_drpo doctor` for the cause.",
-            EXIT_UNREGISTERED,
-        )
-
-    _check_async_trainer(cfg, entry)
-
     try:
-        from verl_drpo.plugin import check_trainer_config
-    except ImportError:
-        check_trainer_config = None
-    warnings = _own_warnings(cfg, temperature=check_trainer_config is None)
-    if check_trainer_config is not None:
-        try:
-            warnings.extend(check_trainer_config(cfg))
-        except Exception as exc:  # the plugin's check raises on configs it refuses
-            raise DryRunError(f"verl_drpo.plugin.check_trainer_config rejected the config: {exc}",
-                              EXIT_INVALID) from exc
-    else:
-        bypass = bool(_get(cfg, "algorithm.rollout_correction.bypass_mode", False))
-        logp = bool(cfg.actor_rollout_ref.rollout.calculate_log_probs)
-        if loss_mode in ANCHORED_LOSS_MODES and not (bypass and logp):
-            warnings.append(f"loss mode {loss_mode} is not anchored on the rollout log-probs: set "
-                            "algorithm.rollout_correction.bypass_mode=True and "
-                            "actor_rollout_ref.rollout.calculate_log_probs=True")
+        preflight.require_registered(actor.policy_loss.loss_mode)
+    except ValueError as exc:
+        raise DryRunError(str(exc), EXIT_UNREGISTERED) from exc
+
+    problems = preflight.trainer_start_problems(cfg, entry)
+    if problems:
+        raise DryRunError("verl would reject this run at start-up:\n  - " + "\n  - ".join(problems), EXIT_INVALID)
+    warnings = preflight.trainer_config_warnings(cfg) + missing_local_paths(cfg)
 
     return DryRunReport(entry=entry, settings=resolved_settings(cfg, actor, entry), warnings=warnings)
+
+
+REMOTE_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # hdfs://, s3://, gs://, https://, ...
+HF_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name: verl downloads it
+
+
+def missing_local_paths(cfg) -> list[str]:
+    """Warnings for the local data files and model directory the config names that do not exist here (a cluster
+    would find out only after Ray starts). Remote paths, and a model path shaped like a Hugging Face id, pass."""
+    found = []
+    for key in ("data.train_files", "data.val_files"):
+        value = _get(cfg, key)
+        for path in [value] if isinstance(value, str) else (value or []):
+            if isinstance(path, str) and not REMOTE_PATH.match(path) and not os.path.exists(os.path.expanduser(path)):
+                found.append(f"{key}: {path} does not exist on this machine (fine if the cluster's nodes have it)")
+    model = _get(cfg, "actor_rollout_ref.model.path")
+    if (isinstance(model, str) and not REMOTE_PATH.match(model) and not os.path.exists(os.path.expanduser(model))
+            and not HF_MODEL_ID.match(model)):
+        found.append(f"actor_rollout_ref.model.path: {model} does not exist on this machine and is not a Hugging Face "
+                     "id (org/name)")
+    return found
+
+
+def fully_async_lag_bound(cfg) -> dict[str, Any]:
+    """How verl 0.9.1's fully_async sizes its queue from async_training.staleness_threshold, and the policy lag that
+    implies (verl/experimental/fully_async_policy/fully_async_rollouter.py, set_max_required_samples and
+    _should_pause_generation).
+
+    The trainer takes R = ppo_mini_batch_size * require_batches samples per optimizer step and syncs the weights
+    every K = trigger_parameter_sync_step steps, so it consumes R*K samples per parameter version. The rollouter
+    caps the samples it has queued or in flight (counted again at every sync) at (s + 1) * R * K, s the
+    staleness_threshold, and the trainer takes them oldest first. A sample started under version v therefore waits
+    behind at most (s + 1) * R * K - 1 others and is trained on at version v + ceil(s) or earlier: a lag of at most
+    ceil(s) parameter versions, ceil(s) * K optimizer steps. With partial_rollout=True an interrupted sample is
+    resumed with the new weights, so its later tokens are fresher than its first ones.
+    """
+    import math
+
+    s = float(_get(cfg, "async_training.staleness_threshold"))
+    mini_batch = int(_get(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size"))
+    per_step = mini_batch * int(_get(cfg, "async_training.require_batches"))
+    sync = int(_get(cfg, "async_training.trigger_parameter_sync_step"))
+    versions = math.ceil(s)
+    return {
+        "max_queued_samples": int(per_step * (s + 1) * sync),
+        "policy_lag_bound": f"<= {versions} parameter versions = {versions * sync} optimizer steps "
+                            f"(staleness_threshold={s:g}, trigger_parameter_sync_step={sync})",
+    }
 
 
 def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
@@ -271,7 +248,7 @@ def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
         "loss_mode": policy_loss.loss_mode,
         "policy_loss_config": f"{pl_cls.__module__}.{pl_cls.__qualname__}",
     }
-    for name in ("drpo_delta", "spo_epsilon", "mask_drpo_tv_delta"):
+    for name in modes.POLICY_LOSS_FIELDS:
         if hasattr(policy_loss, name):
             settings[name] = getattr(policy_loss, name)
     train_bs = _get(cfg, "data.train_batch_size")
@@ -280,6 +257,7 @@ def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
         "clip_ratio_high": actor.clip_ratio_high,
         "clip_ratio_c": actor.clip_ratio_c,
         "loss_agg_mode": actor.loss_agg_mode,
+        "loss_scale_factor": actor.loss_scale_factor,
         "use_kl_loss": actor.use_kl_loss,
         "entropy_coeff": actor.entropy_coeff,
         "calculate_entropy": actor.calculate_entropy,
@@ -322,6 +300,7 @@ def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
             "partial_rollout": _get(cfg, "async_training.partial_rollout"),
             "rollout_pool": f"{_get(cfg, 'rollout.nnodes')}x{_get(cfg, 'rollout.n_gpus_per_node')}",
             "total_rollout_steps": _get(cfg, "rollout.total_rollout_steps"),
+            **fully_async_lag_bound(cfg),
         })
     else:
         mode = _get(cfg, "trainer.v1.trainer_mode")
@@ -360,8 +339,41 @@ def _parse_args(argv):
     return parser.parse_args(argv)
 
 
+def json_path_problem(path: str) -> str | None:
+    """Why the settings cannot be written to `path` (checked before any work), or None."""
+    target = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(target):
+        example = os.path.join(path, "dry_run.json")
+        return f"--json (DRY_RUN_JSON) {path} is a directory; give a file path, e.g. {example}"
+    parent = os.path.dirname(target)
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"--json (DRY_RUN_JSON) {path}: {existing} is a file, so its folder cannot be created"
+    if not os.access(existing, os.W_OK):
+        return f"--json (DRY_RUN_JSON) {path}: {existing} is not writable"
+    return None
+
+
+def write_json_atomically(path: str, data: dict) -> None:
+    target = os.path.abspath(os.path.expanduser(path))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.tmp-")
+    try:
+        with os.fdopen(handle, "w") as fh:
+            json.dump(data, fh, indent=1, default=str)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.json and (problem := json_path_problem(args.json)):
+        print(f"[dry-run] REJECTED: {problem}", file=sys.stderr, flush=True)
+        return EXIT_COMPOSE
     try:
         report = run_dry(args.overrides, args.entry)
     except DryRunError as err:
@@ -376,9 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key:<{width}}  {value}")
         print(f"[dry-run] OK: `python -m {ENTRIES[args.entry][2]}` would accept this config", flush=True)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump({"settings": report.settings, "warnings": report.warnings}, fh, indent=1, default=str)
+        write_json_atomically(args.json, {"settings": report.settings, "warnings": report.warnings})
     return EXIT_OK
 
 

@@ -47,14 +47,14 @@ import torch
 LOG_RATIO_CLAMP = 20.0
 
 
-def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     # bf16/fp16 log-probs are upcast: r - 1 and pi - mu lose all precision in 8-bit mantissas.
     return torch.promote_types(tensor.dtype, torch.float32)
 
 
 def importance_ratio(log_prob: torch.Tensor, anchor_log_prob: torch.Tensor) -> torch.Tensor:
     """r = exp(clamp(log pi - log mu, -20, 20)), differentiable in log_prob only."""
-    dtype = _compute_dtype(log_prob)
+    dtype = compute_dtype(log_prob)
     log_ratio = log_prob.to(dtype) - anchor_log_prob.detach().to(dtype)
     return torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
 
@@ -123,12 +123,13 @@ def mask_drpo_token_loss(
 
 def drpo_gradient_weight(prob_diff: torch.Tensor, advantages: torch.Tensor, delta: float) -> torch.Tensor:
     """w = 1 - sign(A) (pi - mu) / delta, within [1 - 1/delta, 1 + 1/delta]. prob_diff = pi - mu."""
-    return torch.sign(advantages).mul_(prob_diff).mul_(-1.0 / delta).add_(1.0)  # in place: one temporary
+    # the first product promotes (float32 advantages, float64 shifts -> float64); the rest is in place
+    return (torch.sign(advantages) * prob_diff).mul_(-1.0 / delta).add_(1.0)
 
 
 def spo_gradient_weight(ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float) -> torch.Tensor:
     """w = 1 - sign(A (r - 1)) |r - 1| / eps = 1 - sign(A) (r - 1) / eps; unbounded as mu -> 0."""
-    return torch.sign(advantages).mul_(ratio - 1.0).mul_(-1.0 / epsilon).add_(1.0)
+    return (torch.sign(advantages) * (ratio - 1.0)).mul_(-1.0 / epsilon).add_(1.0)
 
 
 def mask_drpo_gradient_weight(
@@ -139,12 +140,12 @@ def mask_drpo_gradient_weight(
     return torch.where(outside, drpo_gradient_weight(prob_diff, advantages, delta), 1.0)
 
 
-# ---- one description per loss; the fast path that verl calls -------------------------------------------------------
+# ---- each loss as (penalty, gradient weight): the form the fast path evaluates ------------------------------------
 #
-# Every loss here is l = -A r + penalty with grad l = -w A r grad log pi. The functions above are the readable
-# reference (plain autograd). `policy_loss_terms` computes the same values in one no-grad pass and attaches the
-# gradient of Eq. 9 directly, which is ~3x cheaper than autograd through the formula and leaves the per-token
-# quantities in hand for the diagnostics. Tests check it against the reference, value and gradient.
+# Every loss above is l = -A r + penalty with grad l = -w A r grad log pi. A `PolicyLoss` names its penalty and its
+# weight as functions of the per-token quantities in `TokenTerms`; `verl_drpo.fast` evaluates them in one no-grad
+# pass and attaches the gradient of Eq. 9 directly (tests check it against the token losses above, value and
+# gradient). The table of modes (`verl_drpo.modes`) names the constructor of each mode.
 
 
 @dataclass(frozen=True)
@@ -157,19 +158,6 @@ class TokenTerms:
     mu: torch.Tensor  # the anchor's probability
     prob_diff: torch.Tensor  # pi - mu = mu (r - 1), exact wherever the log-ratio is not clamped
     advantages: torch.Tensor
-
-    @classmethod
-    @torch.no_grad()
-    def from_log_probs(
-        cls, log_prob: torch.Tensor, anchor_log_prob: torch.Tensor, advantages: torch.Tensor
-    ) -> "TokenTerms":
-        dtype = _compute_dtype(log_prob)
-        anchor = anchor_log_prob.detach().to(dtype)
-        log_ratio = log_prob.detach().to(dtype) - anchor
-        clamped = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-        ratio = torch.exp(clamped)
-        mu = torch.exp(anchor)
-        return cls(log_ratio, clamped, ratio, mu, torch.sub(ratio, 1.0).mul_(mu), advantages.detach().to(dtype))
 
 
 @dataclass(frozen=True)
@@ -186,6 +174,7 @@ class PolicyLoss:
 
 
 def drpo(delta: float) -> PolicyLoss:
+    """Eq. 8 / Eq. 9."""
     return PolicyLoss(
         name="drpo",
         penalty=lambda t: drpo_penalty(t.ratio, t.mu, t.advantages, delta),
@@ -220,159 +209,3 @@ def mask_drpo(delta: float, delta_tv: float) -> PolicyLoss:
         gradient_weight=lambda t: mask_drpo_gradient_weight(t.prob_diff, t.advantages, delta, delta_tv),
         boundary=delta_tv,
     )
-
-
-class _ValueWithGradient(torch.autograd.Function):
-    """Returns precomputed per-token loss values whose gradient w.r.t. log pi is the precomputed coefficient."""
-
-    @staticmethod
-    def forward(ctx, log_prob, values, grad_coef):
-        ctx.save_for_backward(grad_coef)
-        return values
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (grad_coef,) = ctx.saved_tensors
-        return grad_output * grad_coef, None, None
-
-
-@dataclass(frozen=True)
-class LossTerms:
-    loss: torch.Tensor  # per-token loss, differentiable w.r.t. log_prob
-    terms: TokenTerms
-    weight: torch.Tensor  # w (detached)
-    penalty: torch.Tensor  # penalty (detached)
-
-
-@torch.no_grad()
-def _values_and_gradient(loss: PolicyLoss, log_prob, anchor_log_prob, advantages):
-    terms = TokenTerms.from_log_probs(log_prob, anchor_log_prob, advantages)
-    penalty = loss.penalty(terms)
-    values = torch.addcmul(penalty, terms.advantages, terms.ratio, value=-1.0)
-    weight = loss.gradient_weight(terms)
-    # d l / d log pi = -w A r, and zero where the clamp is active (as autograd through the clamp gives)
-    grad_coef = torch.mul(weight, terms.advantages).mul_(terms.ratio).neg_()
-    grad_coef.masked_fill_(terms.log_ratio != terms.clamped_log_ratio, 0.0)
-    return LossTerms(values, terms, weight, penalty), grad_coef.to(log_prob.dtype)
-
-
-def policy_loss_terms(
-    loss: PolicyLoss, log_prob: torch.Tensor, anchor_log_prob: torch.Tensor, advantages: torch.Tensor
-) -> LossTerms:
-    """Per-token loss l = -A r + penalty with grad l = -w A r grad log pi, plus the quantities the diagnostics
-    need."""
-    parts, grad_coef = _values_and_gradient(loss, log_prob, anchor_log_prob, advantages)
-    return LossTerms(_ValueWithGradient.apply(log_prob, parts.loss, grad_coef), parts.terms, parts.weight, parts.penalty)
-
-
-# ---- diagnostics -----------------------------------------------------------------------------------------------
-#
-# Statistics over the valid tokens (mask True), as 0-dim tensors so a caller reads them all with one device sync.
-# Masked sums are dot products with the float mask; masked extrema fill padding with -inf/+inf. The caller handles
-# an empty mask.
-
-
-def _masked_reducers(mask: torch.Tensor, dtype: torch.dtype):
-    flat_bool = mask.reshape(-1)
-    flat_mask = flat_bool.to(dtype)
-    n = flat_mask.sum()
-
-    def mean(x):
-        return torch.dot(x.reshape(-1), flat_mask) / n
-
-    def masked_max(x):
-        return torch.where(flat_bool, x.reshape(-1), -torch.inf).amax()
-
-    def masked_min(x):
-        return torch.where(flat_bool, x.reshape(-1), torch.inf).amin()
-
-    return mean, masked_max, masked_min
-
-
-@torch.no_grad()
-def summary_statistics(parts: LossTerms, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Divergence, ratio, weight and penalty statistics; `signed_shift_max` tells whether any token has moved past
-    the Binary-TV boundary (> boundary) and `weight_min` whether any weight is negative: only then does
-    `boundary_statistics` have anything non-zero to count."""
-    t = parts.terms
-    mean, masked_max, masked_min = _masked_reducers(mask, t.ratio.dtype)
-    ratio_mean = mean(t.ratio)
-    clamped_mean = mean(t.clamped_log_ratio)
-    abs_diff = t.prob_diff.abs()
-    return {
-        "abs_prob_diff_mean": mean(abs_diff),
-        "abs_prob_diff_max": masked_max(abs_diff),
-        "weight_min": masked_min(parts.weight),
-        "weight_mean": mean(parts.weight),
-        "weight_max": masked_max(parts.weight),
-        "penalty_mean": mean(parts.penalty),
-        "ratio_mean": ratio_mean,
-        "ratio_max": masked_max(t.ratio),
-        "k3_kl": ratio_mean - 1.0 - clamped_mean,  # k3 estimator of KL(mu || pi) = E[r - 1 - log r] >= 0
-        "abs_log_ratio_mean": mean(t.log_ratio.abs()),  # training-inference mismatch; unclamped on purpose
-        "neg_log_ratio_mean": -clamped_mean,  # verl's `ppo_kl`
-        "signed_shift_max": masked_max(torch.sign(t.advantages) * t.prob_diff),  # > 0: moved the way A pushes
-    }
-
-
-@torch.no_grad()
-def boundary_statistics(loss: PolicyLoss, parts: LossTerms, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Fractions of valid tokens past the Binary-TV boundary (split by the sign of A) and with a negative weight
-    (the corrective regime, where the gradient pulls the token back toward mu)."""
-    t = parts.terms
-    n = mask.sum()
-    beyond = outside_tv_region(t.prob_diff, t.advantages, loss.boundary) & mask
-    return {
-        "beyond_boundary_pos_frac": (beyond & (t.advantages > 0)).sum() / n,
-        "beyond_boundary_neg_frac": (beyond & (t.advantages < 0)).sum() / n,
-        "negative_weight_frac": ((parts.weight < 0) & mask).sum() / n,
-    }
-
-
-# ---- the whole per-micro-batch evaluation, for the verl glue -----------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate(
-    loss: PolicyLoss,
-    log_prob: torch.Tensor,
-    anchor_log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    boundary_counts: str = "always",
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """(loss values, d loss / d log pi, statistics incl. `boundary_statistics`), all detached.
-
-    boundary_counts="always" counts unconditionally: a pure function of tensors that torch.compile fuses into a few
-    kernels. "when_reached" (eager) first reads two scalars and counts only if a token is past the boundary or has
-    a negative weight (never at the paper's delta = 12.5); otherwise the counts are zero without a pass.
-    """
-    parts, grad_coef = _values_and_gradient(loss, log_prob, anchor_log_prob, advantages)
-    stats = summary_statistics(parts, mask)
-    if boundary_counts == "always":
-        stats.update(boundary_statistics(loss, parts, mask))
-    elif boundary_counts == "when_reached":
-        if bool((stats["signed_shift_max"] > loss.boundary) | (stats["weight_min"] < 0)):
-            stats.update(boundary_statistics(loss, parts, mask))
-        else:
-            zero = torch.zeros((), dtype=parts.loss.dtype, device=parts.loss.device)
-            stats.update(beyond_boundary_pos_frac=zero, beyond_boundary_neg_frac=zero, negative_weight_frac=zero)
-    else:
-        raise ValueError(f"boundary_counts must be 'always' or 'when_reached', got {boundary_counts!r}")
-    return parts.loss, grad_coef, stats
-
-
-_compiled_evaluate = None
-
-
-def compiled_evaluate(*args, **kwargs):
-    """`evaluate` through torch.compile (built on first use; shapes are marked dynamic after the first change)."""
-    global _compiled_evaluate
-    if _compiled_evaluate is None:
-        _compiled_evaluate = torch.compile(evaluate)
-    return _compiled_evaluate(*args, **kwargs)
-
-
-def attach_gradient(log_prob: torch.Tensor, values: torch.Tensor, grad_coef: torch.Tensor) -> torch.Tensor:
-    """`values`, made differentiable w.r.t. `log_prob` with d values / d log_prob = grad_coef (elementwise)."""
-    return _ValueWithGradient.apply(log_prob, values, grad_coef)

@@ -1,15 +1,16 @@
 """The one table of loss modes. Everything that is true of a mode is written in its entry here, once.
 
-Registration (``verl_drpo.plugin``), config validation (``verl_drpo.config``), the preflight, the dry run, the doctor,
-``check_run``, the lab's method list, the recipes' ``LOSS_MODE`` settings (``python -m verl_drpo overrides MODE``)
-and the tests all read this table. Adding a variant is one entry here, its formula in ``verl_drpo.losses`` and its
-tests.
+Registration (``verl_drpo.plugin``), config validation (``verl_drpo.config``), the preflight
+(``verl_drpo.preflight``: the dry run and the doctor use it), ``check_run``, the lab's method list, the recipes'
+``LOSS_MODE`` settings (``python -m verl_drpo overrides MODE``) and the tests all read this table. Adding a variant is
+one entry here, its formula in ``verl_drpo.losses`` and its tests.
 
 This module imports neither torch nor verl, so that bash recipes can ask it for their overrides cheaply.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -141,3 +142,20 @@ def recipe_overrides(name: str, environ=None) -> list[str]:
         else:
             out.append(f"{ACTOR_KEY}.{s.field}={s.value(environ)}")
     return out
+
+
+def anchored_on_mu(name: str) -> bool:
+    """Whether ``name`` (a mode or alias) measures its trust region against mu; False for names not in the table
+    (other verl losses)."""
+    name = ALIASES.get(name, name)
+    return name in MODES and MODES[name].anchored_on_mu
+
+
+def validate_positive(name: str, value) -> float:
+    """Return `value` as a float if it is a finite number > 0; raise a TypeError/ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value

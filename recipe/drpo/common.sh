@@ -1,135 +1,241 @@
 #!/usr/bin/env bash
-# Shared pieces of the DRPO recipes, sourced by run_drpo_gsm8k.sh and run_drpo_math.sh (not run on its own).
-#
-# Three functions, each writing one bash array the recipe splices into its overrides:
-#   drpo_loss_overrides     LOSS_MODE    -> LOSS_OVERRIDES  (the method and its paper hyper-parameters)
-#   drpo_mode_overrides     TRAINER_MODE -> MODE_OVERRIDES  (sync / asynchronous off-policy), ENTRY, DRY_RUN_ENTRY
-#   drpo_launch             doctor check, then DRY_RUN (compose + validate only) or the real verl run
-# Every knob is an environment variable with a default; see docs/recipes.md for the full table.
+# Shared logic of the DRPO recipes, sourced by run_drpo_*.sh (not run on its own). The recipes keep their variables,
+# their whole override list and the final `python -m verl.trainer.main_ppo ... "$@"` in plain sight; this file holds
+# only what would otherwise be repeated in each:
+#   drpo_help RECIPE          --help: the recipe's usage lines and variables, read from its own text
+#   drpo_require_*            one clear line (variable, value, what is allowed) for every bad value, exit 2
+#   drpo_check_variables      the checks of the variables every recipe has
+#   drpo_loss_overrides       LOSS_MODE -> LOSS_OVERRIDES, from the one table of loss modes (verl_drpo/modes.py)
+#   drpo_trainer_mode         TRAINER_MODE + STALENESS -> MODE_OVERRIDES, ENTRY, DRY_RUN_ENTRY
+#   drpo_user_overrides       the command line's overrides -> USER_OVERRIDES (see there)
+#   drpo_doctor               the plugin check before anything starts
+#   drpo_metrics_file         never let verl's file logger truncate the metrics of an earlier run
+# The recipes' variables and their meaning: docs/recipes.md.
 
-# The config hook: a PolicyLossConfig subclass. Selecting it by _target_ also imports verl_drpo (and so registers
-# the losses) wherever verl builds the actor config: on the driver and in every worker.
-POLICY_LOSS_TARGET=${POLICY_LOSS_TARGET:-verl_drpo.config.DRPOPolicyLossConfig}
+DRPO_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# The project's interpreter by default (scripts/setup_env.sh creates it); an explicit PYTHON wins.
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "${DRPO_REPO_ROOT}/.venv/bin/python" ]]; then PYTHON=${DRPO_REPO_ROOT}/.venv/bin/python; else PYTHON=python3; fi
+fi
+TRAINER_MODES="sync colocate_async separate_async fully_async"
 
-drpo_loss_overrides() {
-  local mode=$1
-  local pl=actor_rollout_ref.actor.policy_loss
-  local actor=actor_rollout_ref.actor
-  LOSS_OVERRIDES=("${pl}._target_=${POLICY_LOSS_TARGET}" "${pl}.loss_mode=${mode}")
-  case "$mode" in
-    drpo)       # DRPO, arXiv 2606.09821 Eq. 8; delta = 12.5 (paper Sec. 4)
-      LOSS_OVERRIDES+=("+${pl}.drpo_delta=${DRPO_DELTA:-12.5}") ;;
-    mask_drpo)  # DRPO's penalty only on tokens outside DPPO's Binary-TV region (paper ablation)
-      LOSS_OVERRIDES+=("+${pl}.drpo_delta=${DRPO_DELTA:-12.5}"
-                       "+${pl}.mask_drpo_tv_delta=${MASK_DRPO_TV_DELTA:-0.15}") ;;
-    spo)        # SPO, arXiv 2401.16025, epsilon = 12.5 as in the DRPO paper's comparison
-      LOSS_OVERRIDES+=("+${pl}.spo_epsilon=${SPO_EPSILON:-12.5}") ;;
-    pg_is)      # untruncated importance-sampled policy gradient (the paper's unregularized ablation)
-      ;;
-    dppo_tv)    # DPPO Binary-TV, arXiv 2602.04879: delta_TV = 0.15 carried by clip_ratio_low/high in verl;
-                # the ratio truncation clip_ratio_c is lifted (verl's default 3.0 would truncate the IS ratio)
-      LOSS_OVERRIDES+=("${actor}.clip_ratio_low=${DPPO_TV_DELTA:-0.15}" "${actor}.clip_ratio_high=${DPPO_TV_DELTA:-0.15}"
-                       "${actor}.clip_ratio_c=${DPPO_CLIP_RATIO_C:-10000.0}") ;;
-    dppo_kl)    # DPPO Binary-KL: delta_KL = 0.05
-      LOSS_OVERRIDES+=("${actor}.clip_ratio_low=${DPPO_KL_DELTA:-0.05}" "${actor}.clip_ratio_high=${DPPO_KL_DELTA:-0.05}"
-                       "${actor}.clip_ratio_c=${DPPO_CLIP_RATIO_C:-10000.0}") ;;
-    vanilla)    # GRPO with clip-higher (DAPO): eps_low 0.2, eps_high 0.28; verl's dual-clip c = 3.0 kept
-      LOSS_OVERRIDES+=("${actor}.clip_ratio_low=${CLIP_RATIO_LOW:-0.2}" "${actor}.clip_ratio_high=${CLIP_RATIO_HIGH:-0.28}"
-                       "${actor}.clip_ratio_c=${CLIP_RATIO_C:-3.0}") ;;
-    *)
-      echo "LOSS_MODE=${mode} is not one of: drpo mask_drpo spo pg_is dppo_tv dppo_kl vanilla" >&2
-      return 1 ;;
-  esac
+drpo_fail() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+drpo_help() {
+  local recipe=$1
+  # the header comment (usage), then every `NAME=${NAME:-default}  # comment` line (first occurrence of a name)
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$recipe"
+  echo "Variables (default, meaning):"
+  local line name value comment
+  local -A seen=()
+  while IFS= read -r line; do
+    [[ $line =~ ^(export )?([A-Z][A-Z0-9_]*)=\$\{([A-Z][A-Z0-9_]*):-(.*)$ ]] || continue
+    name=${BASH_REMATCH[2]} value=${BASH_REMATCH[4]} comment=""
+    [[ $name == "${BASH_REMATCH[3]}" && -z ${seen[$name]:-} ]] || continue
+    seen[$name]=1
+    if [[ $value =~ ^(.*[^[:space:]])[[:space:]]+#[[:space:]]+(.*)$ ]]; then
+      value=${BASH_REMATCH[1]} comment=${BASH_REMATCH[2]}
+    fi
+    printf '  %-34s %-24s %s\n' "$name" "${value%\}}" "$comment"
+  done < "$recipe"
+  echo "TRAINER_MODE: sync | colocate_async | separate_async | fully_async (STALENESS per mode: docs/recipes.md)"
+  "$PYTHON" - <<'PY' 2>/dev/null || echo "LOSS_MODE: see verl_drpo/modes.py (verl_drpo is not importable by PYTHON=$PYTHON)"
+from verl_drpo.modes import MODES
+print("LOSS_MODE: " + " | ".join(MODES))
+print("  its hyper-parameters (empty = the paper's value):",
+      " ".join(sorted({s.env for m in MODES.values() for s in m.settings})))
+PY
+  echo "verl's own Hydra help: $PYTHON -m verl.trainer.main_ppo --help"
 }
 
-# TRAINER_MODE, and what STALENESS means in each (in policy versions; one version = one weight sync):
-#   sync            on-policy rollouts; several optimizer steps per rollout (TRAIN_BATCH_SIZE/PPO_MINI_BATCH_SIZE)
-#                   all anchored on the same mu. STALENESS is ignored.
-#   colocate_async  verl V1, rollout and training share the GPUs; generation of the next batch overlaps training.
-#                   STALENESS -> trainer.v1.sampler.max_off_policy_threshold: a trajectory whose generation started
-#                   at step s may be trained at steps s .. s+STALENESS-1; older ones are dropped (strategy drop).
-#   separate_async  verl V1, a standalone rollout pool (ROLLOUT_GPUS_PER_NODE) besides the trainer's GPUs; weights
-#                   are pushed every parameter_sync_step = TRAIN_BATCH_SIZE/PPO_MINI_BATCH_SIZE mini-batch updates
-#                   (one step); STALENESS bounds trajectories as above.
-#   fully_async     verl.experimental.fully_async_policy: trainer and rollouter decoupled, partial rollout.
-#                   STALENESS -> async_training.staleness_threshold (a fraction): the rollouter may run ahead by
-#                   STALENESS x one sync period of samples before it pauses; 0 = at most one version behind.
-drpo_mode_overrides() {
-  local mode=$1
+# drpo_require_int NAME MIN: an integer >= MIN (no leading zeros, which bash would read as octal).
+drpo_require_int() {
+  local name=$1 min=$2 value=${!1-}
+  [[ $value =~ ^-?(0|[1-9][0-9]{0,17})$ ]] && (( value >= min )) && return 0
+  drpo_fail "${name}=${value}: must be an integer >= ${min}"
+}
+
+# drpo_require_number NAME MIN_EXCLUSIVE [MAX_INCLUSIVE]: a decimal number (1e-6 style allowed) in (MIN, MAX].
+drpo_require_number() {
+  local name=$1 low=$2 high=${3:-} value=${!1-}
+  if [[ $value =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$|^[0-9]+\.([eE][-+]?[0-9]+)?$ ]] &&
+     awk -v v="$value" -v lo="$low" -v hi="$high" 'BEGIN { exit !(v + 0 > lo + 0 && (hi == "" || v + 0 <= hi + 0)) }'; then
+    return 0
+  fi
+  drpo_fail "${name}=${value}: must be a number > ${low}${high:+ and <= ${high}}"
+}
+
+# drpo_require_choice NAME CHOICE...: one of the listed words.
+drpo_require_choice() {
+  local name=$1 value=${!1-} choice; shift
+  for choice in "$@"; do [[ $value == "$choice" ]] && return 0; done
+  drpo_fail "${name}=${value}: must be one of: $*"
+}
+
+# The variables every recipe has, checked before anything runs.
+drpo_check_variables() {
+  local name
+  for name in TRAIN_BATCH_SIZE PPO_MINI_BATCH_SIZE PPO_MICRO_BATCH_SIZE_PER_GPU LOG_PROB_MICRO_BATCH_SIZE_PER_GPU \
+              ROLLOUT_N MAX_PROMPT_LENGTH MAX_RESPONSE_LENGTH TOTAL_TRAINING_STEPS TOTAL_EPOCHS N_GPUS_PER_NODE \
+              NNODES ROLLOUT_TP VAL_N; do
+    drpo_require_int "$name" 1
+  done
+  drpo_require_int SEED 0
+  drpo_require_int TEST_FREQ -1
+  drpo_require_int SAVE_FREQ -1
+  drpo_require_number LR 0
+  drpo_require_number TEMPERATURE 0
+  for name in USE_DYNAMIC_BSZ VAL_DO_SAMPLE; do drpo_require_choice "$name" True False; done
+  # verl's agent loop samples validation at val_kwargs.temperature whatever do_sample says: greedy needs 0
+  [[ -n $VAL_TEMPERATURE ]] || { [[ $VAL_DO_SAMPLE == True ]] && VAL_TEMPERATURE=$TEMPERATURE || VAL_TEMPERATURE=0; }
+  [[ $VAL_TEMPERATURE == 0 ]] || drpo_require_number VAL_TEMPERATURE 0
+  drpo_require_number GPU_MEMORY_UTILIZATION 0 1
+  for name in DRY_RUN SKIP_DOCTOR USE_RUNTIME_ENV_PLUGIN; do drpo_require_choice "$name" 0 1; done
+  drpo_require_choice REWARD default math_verify
+  if [[ $REWARD == math_verify ]]; then  # verl's math-verify scorer would score every answer 0 without the package
+    "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("math_verify") is None)' ||
+      drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} cannot import math_verify; pip install math-verify (on every node)"
+    "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("verl_drpo.rewards") is None)' ||
+      drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} has no verl_drpo.rewards (the reward function); update verl-drpo"
+  fi
+  # shellcheck disable=SC2086  # the list is one word per mode
+  drpo_require_choice TRAINER_MODE $TRAINER_MODES
+  [[ $LOGGER =~ ^\[.*\]$ ]] || drpo_fail "LOGGER=${LOGGER}: must be a list such as '[\"console\",\"file\"]'"
+  (( TRAIN_BATCH_SIZE % PPO_MINI_BATCH_SIZE == 0 )) ||
+    drpo_fail "TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE}: must be a multiple of PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE}"
+  # token budgets (verl's use_dynamic_bsz): empty means twice the longest sequence; one whole sequence must fit
+  local seq=$(( MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH ))
+  PPO_MAX_TOKEN_LEN_PER_GPU=${PPO_MAX_TOKEN_LEN_PER_GPU:-$(( 2 * seq ))}
+  LOG_PROB_MAX_TOKEN_LEN_PER_GPU=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU:-$PPO_MAX_TOKEN_LEN_PER_GPU}
+  for name in PPO_MAX_TOKEN_LEN_PER_GPU LOG_PROB_MAX_TOKEN_LEN_PER_GPU; do
+    drpo_require_int "$name" 1
+    [[ $USE_DYNAMIC_BSZ == False ]] || (( ${!name} >= seq )) ||
+      drpo_fail "${name}=${!name}: must be >= MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH = ${seq} with USE_DYNAMIC_BSZ=True"
+  done
+}
+
+# LOSS_MODE -> LOSS_OVERRIDES: the mode's Hydra overrides from the one table (verl_drpo/modes.py), which reads each
+# hyper-parameter's recipe variable (DRPO_DELTA, SPO_EPSILON, DPPO_TV_DELTA, ...) from the environment.
+drpo_loss_overrides() {
+  export DRPO_DELTA SPO_EPSILON MASK_DRPO_TV_DELTA DPPO_TV_DELTA DPPO_KL_DELTA DPPO_CLIP_RATIO_C \
+         CLIP_RATIO_LOW CLIP_RATIO_HIGH CLIP_RATIO_C
+  mapfile -t LOSS_OVERRIDES < <("$PYTHON" -m verl_drpo overrides "$LOSS_MODE")
+  wait $! || exit 2  # the table printed its own one-line error (LOSS_MODE=...: unknown loss mode ...)
+  (( ${#LOSS_OVERRIDES[@]} )) || drpo_fail "LOSS_MODE=${LOSS_MODE}: '$PYTHON -m verl_drpo overrides' printed nothing"
+}
+
+# TRAINER_MODE and STALENESS -> MODE_OVERRIDES, ENTRY (the module a real run starts), DRY_RUN_ENTRY. A policy version
+# is the weights between two weight syncs (verl's global_steps).
+#   sync            on-policy rollouts, TRAIN_BATCH_SIZE/PPO_MINI_BATCH_SIZE optimizer steps per rollout, all against
+#                   the same mu. STALENESS is ignored.
+#   colocate_async  verl V1, rollout and training share the GPUs (hybrid engine).
+#   separate_async  verl V1, a standalone rollout pool of ROLLOUT_GPUS_PER_NODE GPUs per node, hybrid_engine=False
+#                   (verl's setting for rollout served by that pool alone); weights pushed once per step.
+#     In both V1 async modes STALENESS=k (an integer >= 0, default 1 = verl's default) sets the prefetch depth,
+#     trainer.v1.<mode>.num_warmup_batches=k, and the drop cap, trainer.v1.sampler.max_off_policy_threshold=k+1:
+#     verl drops a finished group once (step - submission step + 1) > k+1, so no trained trajectory's oldest token is
+#     more than k policy versions behind the policy that trains on it (verl's
+#     training/off_policy/trajectory_staleness_worst/max <= k), and without drops the queue holds k batches ahead.
+#   fully_async     verl.experimental.fully_async_policy. STALENESS=s (a number >= 0, default 0.5) ->
+#                   async_training.staleness_threshold: the rollouter holds at most
+#                   ppo_mini_batch_size x trigger_parameter_sync_step x (1 + s) prompts queued or in flight.
+drpo_trainer_mode() {
   ENTRY=verl.trainer.main_ppo
   DRY_RUN_ENTRY=main_ppo
   MODE_OVERRIDES=()
-  if (( PPO_MINI_BATCH_SIZE <= 0 || TRAIN_BATCH_SIZE % PPO_MINI_BATCH_SIZE )); then
-    echo "TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE} must be a multiple of PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE}" >&2
-    return 1
-  fi
   local sync_step=$(( TRAIN_BATCH_SIZE / PPO_MINI_BATCH_SIZE ))
   local rollout_gpus=${ROLLOUT_GPUS_PER_NODE:-$(( N_GPUS_PER_NODE / 2 ))}
-  case "$mode" in
+  if [[ $TRAINER_MODE == separate_async || $TRAINER_MODE == fully_async ]]; then
+    ROLLOUT_GPUS_PER_NODE=$rollout_gpus
+    drpo_require_int ROLLOUT_GPUS_PER_NODE 1
+    rollout_gpus=$ROLLOUT_GPUS_PER_NODE
+    (( rollout_gpus < N_GPUS_PER_NODE )) || drpo_fail "ROLLOUT_GPUS_PER_NODE=${rollout_gpus}: must be less than" \
+      "N_GPUS_PER_NODE=${N_GPUS_PER_NODE} (${TRAINER_MODE} keeps the other GPUs for training)"
+  fi
+  case "$TRAINER_MODE" in
     sync)
       MODE_OVERRIDES+=(trainer.v1.trainer_mode=sync) ;;
-    colocate_async)
-      MODE_OVERRIDES+=(trainer.v1.trainer_mode=colocate_async
-                       "trainer.v1.sampler.max_off_policy_threshold=${STALENESS:-2}"
-                       "trainer.v1.sampler.max_off_policy_strategy=${STALENESS_STRATEGY:-drop}") ;;
-    separate_async)
-      MODE_OVERRIDES+=(trainer.v1.trainer_mode=separate_async
-                       "trainer.v1.separate_async.parameter_sync_step=${sync_step}"
-                       "trainer.v1.sampler.max_off_policy_threshold=${STALENESS:-2}"
-                       "trainer.v1.sampler.max_off_policy_strategy=${STALENESS_STRATEGY:-drop}"
-                       "trainer.n_gpus_per_node=$(( N_GPUS_PER_NODE - rollout_gpus ))"
-                       "actor_rollout_ref.rollout.nnodes=${NNODES}"
-                       "actor_rollout_ref.rollout.n_gpus_per_node=${rollout_gpus}"
-                       "actor_rollout_ref.rollout.checkpoint_engine.backend=${CHECKPOINT_BACKEND:-nccl}") ;;
+    colocate_async | separate_async)
+      STALENESS=${STALENESS:-1}
+      drpo_require_int STALENESS 0
+      STALENESS_STRATEGY=${STALENESS_STRATEGY:-drop}
+      drpo_require_choice STALENESS_STRATEGY drop wait
+      MODE_OVERRIDES+=("trainer.v1.trainer_mode=${TRAINER_MODE}"
+                       "trainer.v1.${TRAINER_MODE}.num_warmup_batches=${STALENESS}"
+                       "trainer.v1.sampler.max_off_policy_threshold=$(( STALENESS + 1 ))"
+                       "trainer.v1.sampler.max_off_policy_strategy=${STALENESS_STRATEGY}")
+      if [[ $TRAINER_MODE == separate_async ]]; then
+        MODE_OVERRIDES+=("trainer.v1.separate_async.parameter_sync_step=${sync_step}"
+                         actor_rollout_ref.hybrid_engine=False
+                         "trainer.n_gpus_per_node=$(( N_GPUS_PER_NODE - rollout_gpus ))"
+                         "actor_rollout_ref.rollout.nnodes=${NNODES}"
+                         "actor_rollout_ref.rollout.n_gpus_per_node=${rollout_gpus}"
+                         "actor_rollout_ref.rollout.checkpoint_engine.backend=${CHECKPOINT_BACKEND:-nccl}")
+      fi
+      echo "[recipe] ${TRAINER_MODE} STALENESS=${STALENESS}: ${STALENESS} batch(es) prefetched, groups older than" \
+           "$(( STALENESS + 1 )) steps dropped: trained data at most ${STALENESS} policy version(s) behind" >&2 ;;
     fully_async)
+      STALENESS=${STALENESS:-0.5}
+      [[ $STALENESS =~ ^0*\.?0*$ && $STALENESS =~ 0 ]] || ( drpo_require_number STALENESS 0 ) 2>/dev/null ||
+        drpo_fail "STALENESS=${STALENESS}: must be a number >= 0 with TRAINER_MODE=fully_async (its staleness_threshold)"
+      drpo_require_choice PARTIAL_ROLLOUT True False
+      # fully_async is moving out of verl into verl-recipe: say so instead of an ImportError deep in a traceback.
+      "$PYTHON" -c 'import importlib.util as u, os, sys; s = u.find_spec("verl")
+sys.exit(0 if s and os.path.isdir(os.path.join(list(s.submodule_search_locations)[0], "experimental", "fully_async_policy")) else 1)' ||
+        drpo_fail "TRAINER_MODE=fully_async: this verl has no verl.experimental.fully_async_policy (it is moving from" \
+          "verl into verl-recipe); install a verl that has it (verl 0.9.1 does) or use colocate_async / separate_async"
       ENTRY=verl.experimental.fully_async_policy.fully_async_main
       DRY_RUN_ENTRY=fully_async
       MODE_OVERRIDES+=(data.train_batch_size=0 data.gen_batch_size=1
                        actor_rollout_ref.hybrid_engine=False
-                       "async_training.staleness_threshold=${STALENESS:-0.5}"
+                       "async_training.staleness_threshold=${STALENESS}"
                        "async_training.trigger_parameter_sync_step=${sync_step}"
                        async_training.require_batches=1
-                       "async_training.partial_rollout=${PARTIAL_ROLLOUT:-True}"
+                       "async_training.partial_rollout=${PARTIAL_ROLLOUT}"
                        "trainer.n_gpus_per_node=$(( N_GPUS_PER_NODE - rollout_gpus ))"
                        "rollout.nnodes=${NNODES}"
                        "rollout.n_gpus_per_node=${rollout_gpus}"
                        "rollout.total_rollout_steps=$(( TOTAL_TRAINING_STEPS * TRAIN_BATCH_SIZE ))"
                        "actor_rollout_ref.rollout.checkpoint_engine.backend=${CHECKPOINT_BACKEND:-nccl}") ;;
-    *)
-      echo "TRAINER_MODE=${mode} is not one of: sync colocate_async separate_async fully_async" >&2
-      return 1 ;;
   esac
 }
 
-# drpo_launch "$@" : the doctor check, then a dry run or the real run of OVERRIDES (the recipe's array) followed by
-# the command-line overrides, which come last and so win. A recipe key added with '+' (a key verl's YAML lacks) is
-# dropped when the command line sets the same key, because Hydra refuses to '+'-add a key twice.
-drpo_launch() {
-  local xtrace=0; [[ $- == *x* ]] && xtrace=1; { set +x; } 2>/dev/null   # keep the trace to the commands
-  local -a final=()
-  local ov key arg user_keys=" "
-  for arg in "$@"; do
-    key=${arg%%=*}; key=${key#"${key%%[!+~]*}"}
-    user_keys+="${key} "
-  done
+# The command line's Hydra overrides -> USER_OVERRIDES, unchanged except for one case. The recipe adds the config
+# hook's fields (keys verl's YAML lacks) with '+'. A later plain `key=v` or `++key=v` for such a key simply wins, but
+# Hydra's `+key=v` refuses a key that already exists ("Could not append to config"), so a `+key=v` whose key the
+# recipe already added is passed as `++key=v` (add or override): every form Hydra accepts works, the last one wins.
+drpo_user_overrides() {
+  USER_OVERRIDES=()
+  local added=" " ov key arg
   for ov in "${OVERRIDES[@]}"; do
-    if [[ $ov == +* ]]; then
-      key=${ov%%=*}; key=${key#"${key%%[!+]*}"}
-      [[ $user_keys == *" ${key} "* ]] && continue
-    fi
-    final+=("$ov")
+    [[ $ov == +* ]] && { key=${ov#+}; key=${key#+}; added+="${key%%=*} "; }
   done
-  (( xtrace )) && set -x
-  if [[ "${SKIP_DOCTOR:-0}" != 1 ]]; then
-    # Fails fast, with the doctor's own message, if the loss modes would not be registered in Ray workers.
-    "$PYTHON" -m verl_drpo doctor --quick || {
-      echo "verl-drpo doctor failed (see above): the plugin is not loadable; fix that or set SKIP_DOCTOR=1" >&2
-      return 1
-    }
-  fi
-  if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    "$PYTHON" -m verl_drpo.dry_run --entry "$DRY_RUN_ENTRY" ${DRY_RUN_JSON:+--json "$DRY_RUN_JSON"} -- "${final[@]}" "$@"
-  else
-    "$PYTHON" -m "$ENTRY" "${final[@]}" "$@"
-  fi
+  for arg in "$@"; do
+    if [[ $arg == +[!+]* ]]; then
+      key=${arg#+}; key=${key%%=*}
+      [[ $added == *" ${key} "* ]] && arg="+${arg}"
+    fi
+    USER_OVERRIDES+=("$arg")
+  done
+}
+
+# Fails fast, with the doctor's own message, if the loss modes would not be registered in Ray workers.
+drpo_doctor() {
+  [[ $SKIP_DOCTOR == 1 ]] && return 0
+  "$PYTHON" -m verl_drpo doctor --quick ||
+    drpo_fail "the verl-drpo doctor failed (see above): the plugin is not loadable by PYTHON=${PYTHON}; fix that" \
+      "(scripts/setup_env.sh) or set SKIP_DOCTOR=1"
+}
+
+# verl's file logger opens <root>/<project>/<experiment>.jsonl with "wb", truncating the metrics of an earlier run of
+# the same name (a re-run, or a resume). Give this run the first free <experiment>.run<N>.jsonl instead, through
+# verl's own VERL_FILE_LOGGER_PATH (an explicit VERL_FILE_LOGGER_PATH wins).
+drpo_metrics_file() {
+  [[ $LOGGER == *'"file"'* || $LOGGER == *"'file'"* || $LOGGER =~ [\[,][[:space:]]*file[[:space:]]*[],] ]] || return 0
+  [[ -n "${VERL_FILE_LOGGER_PATH:-}" ]] && return 0
+  local base="${VERL_FILE_LOGGER_ROOT}/${PROJECT_NAME}/${EXPERIMENT_NAME}" n=2
+  [[ -e "${base}.jsonl" ]] || return 0
+  while [[ -e "${base}.run${n}.jsonl" ]]; do n=$(( n + 1 )); done
+  export VERL_FILE_LOGGER_PATH="${base}.run${n}.jsonl"
+  echo "[recipe] ${base}.jsonl exists (an earlier run): this run's metrics go to ${VERL_FILE_LOGGER_PATH}" >&2
 }

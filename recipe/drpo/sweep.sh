@@ -6,38 +6,50 @@
 #   DRY_RUN=1 LOSS_MODES="drpo dppo_tv dppo_kl vanilla spo pg_is" bash recipe/drpo/sweep.sh   # validate them all
 #
 # Every other variable (MODEL_SIZE, TRAINER_MODE, STALENESS, N_GPUS_PER_NODE, ...) passes through to the recipe;
-# command-line Hydra overrides go to every run. Logs: $LOG_DIR/<experiment>.log; metrics: verl's file logger
-# ($VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl), which scripts/plot_runs.py reads.
-# KEEP_GOING=1 goes on after a failed run (the sweep still exits non-zero at the end). Experiment names are
-# <recipe>-<loss>-<trainer mode>-seed<k>$EXPERIMENT_SUFFIX (e.g. EXPERIMENT_SUFFIX=-delta0.2 with DRPO_DELTA=0.2).
-set -xeuo pipefail
-RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# command-line Hydra overrides go to every run. Real runs append their output to $LOG_DIR/<experiment>.log (a dry run
+# writes no log); metrics: verl's file logger ($VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl), read by
+# scripts/plot_runs.py. KEEP_GOING=1 goes on after a failed run (the sweep still exits non-zero at the end).
+# Experiment names: <recipe>-<loss>-<trainer mode>-seed<k>$EXPERIMENT_SUFFIX (e.g. -delta0.2 with DRPO_DELTA=0.2).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # PYTHON (the project's .venv by default) and the helpers
+for arg in "$@"; do [[ $arg == -h || $arg == --help ]] && { drpo_help "${BASH_SOURCE[0]}"; exit 0; }; done
 
-PYTHON=${PYTHON:-python3}
-RECIPE=${RECIPE:-gsm8k}                                   # gsm8k | math
+RECIPE=${RECIPE:-gsm8k}                              # gsm8k | math | dapo_qwen3_4b -> run_drpo_<recipe>.sh
 LOSS_MODES=${LOSS_MODES:-drpo dppo_tv vanilla}
 SEEDS=${SEEDS:-1 2 3}
-KEEP_GOING=${KEEP_GOING:-0}
+KEEP_GOING=${KEEP_GOING:-0}                          # 1: go on after a failed run
+DRY_RUN=${DRY_RUN:-0}                                # 1: validate every run, write nothing
+SKIP_DOCTOR=${SKIP_DOCTOR:-0}
 export VERL_FILE_LOGGER_ROOT=${VERL_FILE_LOGGER_ROOT:-$PWD/runs}
-LOG_DIR=${LOG_DIR:-${VERL_FILE_LOGGER_ROOT}/logs}
-SCRIPT="${RECIPE_DIR}/run_drpo_${RECIPE}.sh"
-[[ -f "$SCRIPT" ]] || { echo "RECIPE=${RECIPE}: no ${SCRIPT}" >&2; exit 1; }
-mkdir -p "$LOG_DIR"
+LOG_DIR=${LOG_DIR:-${VERL_FILE_LOGGER_ROOT}/logs}    # one appended log per experiment
+drpo_require_choice RECIPE gsm8k math dapo_qwen3_4b
+drpo_require_choice KEEP_GOING 0 1
+drpo_require_choice DRY_RUN 0 1
+drpo_require_choice SKIP_DOCTOR 0 1
+for SEED in $SEEDS; do drpo_require_int SEED 0; done
+[[ -n ${LOSS_MODES// /} ]] || drpo_fail "LOSS_MODES is empty: name at least one loss mode"
+SCRIPT="$(dirname "${BASH_SOURCE[0]}")/run_drpo_${RECIPE}.sh"
 
-# One doctor check for the whole sweep instead of one per run.
-if [[ "${SKIP_DOCTOR:-0}" != 1 ]]; then
-  "$PYTHON" -m verl_drpo doctor --quick
-fi
-export PYTHON SKIP_DOCTOR=1
+drpo_doctor                                          # once for the whole sweep instead of once per run
+export PYTHON DRY_RUN SKIP_DOCTOR=1
+[[ $DRY_RUN == 1 ]] || mkdir -p "$LOG_DIR"
 
 failed=()
 for loss_mode in $LOSS_MODES; do
   for seed in $SEEDS; do
     name="${RECIPE}-${loss_mode}-${TRAINER_MODE:-sync}-seed${seed}${EXPERIMENT_SUFFIX:-}"
     echo "=== sweep: ${name}"
-    if ! LOSS_MODE=$loss_mode SEED=$seed EXPERIMENT_NAME=$name bash "$SCRIPT" "$@" 2>&1 | tee "${LOG_DIR}/${name}.log"; then
+    run=(env LOSS_MODE="$loss_mode" SEED="$seed" EXPERIMENT_NAME="$name" bash "$SCRIPT" "$@")
+    if [[ $DRY_RUN == 1 ]]; then
+      "${run[@]}" && rc=0 || rc=$?
+    else  # append: an earlier run's log of the same name is kept
+      { echo "=== sweep run ${name}, started $(date -u '+%Y-%m-%dT%H:%M:%SZ')"; "${run[@]}"; } 2>&1 |
+        tee -a "${LOG_DIR}/${name}.log" && rc=0 || rc=$?
+    fi
+    if (( rc != 0 )); then
       failed+=("$name")
-      [[ "$KEEP_GOING" == 1 ]] || { echo "sweep: ${name} failed (log: ${LOG_DIR}/${name}.log)" >&2; exit 1; }
+      [[ $DRY_RUN == 1 ]] && where="" || where=" (log: ${LOG_DIR}/${name}.log)"
+      [[ $KEEP_GOING == 1 ]] || { echo "sweep: ${name} failed${where}" >&2; exit 1; }
     fi
   done
 done
@@ -45,4 +57,8 @@ if (( ${#failed[@]} )); then
   echo "sweep: ${#failed[@]} run(s) failed: ${failed[*]}" >&2
   exit 1
 fi
-echo "sweep: all runs finished; plot with: $PYTHON scripts/plot_runs.py ${VERL_FILE_LOGGER_ROOT}/*/*.jsonl -o sweep.png"
+if [[ $DRY_RUN == 1 ]]; then
+  echo "sweep: every run's configuration validated (dry run: nothing trained, no log written)"
+else
+  echo "sweep: all runs finished; plot with: $PYTHON scripts/plot_runs.py ${VERL_FILE_LOGGER_ROOT}/*/*.jsonl -o sweep.png"
+fi

@@ -10,7 +10,7 @@ import verl
 from verl.utils.config import omega_conf_to_dataclass, validate_config
 from verl.workers.config import FSDPActorConfig
 
-from verl_drpo import plugin
+from verl_drpo import plugin, preflight
 from verl_drpo.config import HYPERPARAMETER_DEFAULTS, DRPOPolicyLossConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
@@ -91,7 +91,7 @@ def test_config_is_frozen_like_verls():
 
 
 def anchor_warnings(*overrides):
-    return plugin.check_trainer_config(composed(*overrides))
+    return preflight.trainer_config_warnings(composed(*overrides))
 
 
 def test_rollout_anchor_checks():
@@ -103,9 +103,43 @@ def test_rollout_anchor_checks():
     assert len(found) == 1 and "calculate_log_probs=False" in found[0]
     found = anchor_warnings(*anchored, "actor_rollout_ref.rollout.temperature=0.7")
     assert len(found) == 1 and "temperature=0.7" in found[0]
-    legacy = anchor_warnings(*anchored, "trainer.use_v1=False")
-    assert len(legacy) == 1 and "rewrites policy_loss.loss_mode to 'bypass_mode'" in legacy[0]
+    assert anchor_warnings(*anchored, "trainer.use_v1=False") == []  # see the legacy-trainer test below
     plain = anchor_warnings(*anchored, f"{PL}._target_=verl.workers.config.PolicyLossConfig")
     assert len(plain) == 1 and "plain PolicyLossConfig" in plain[0]
-    vanilla = plugin.check_trainer_config(OmegaConf.create({"actor_rollout_ref": {"actor": {"policy_loss": {}}}}))
+    vanilla = preflight.trainer_config_warnings(OmegaConf.create({"actor_rollout_ref": {"actor": {"policy_loss": {}}}}))
     assert vanilla == []
+
+
+def test_seq_mean_token_sum_norm_without_a_constant_horizon_is_warned():
+    anchored = ["algorithm.rollout_correction.bypass_mode=True", "actor_rollout_ref.rollout.calculate_log_probs=True"]
+    norm = "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm"
+    found = anchor_warnings(*anchored, norm, "data.max_response_length=1024")
+    assert len(found) == 1 and "actor_rollout_ref.actor.loss_scale_factor=1024" in found[0]
+    assert anchor_warnings(*anchored, norm, "actor_rollout_ref.actor.loss_scale_factor=1024") == []
+
+
+def test_legacy_trainer_bypass_rewrite_does_not_reach_the_workers_loss():
+    """trainer.use_v1=False (and fully_async) call verl's apply_bypass_mode in fit(), on the driver's config. The
+    workers were built before, from their own (pickled) copy, and bound `partial(ppo_loss, config=actor_config)` in
+    init_model (verl/workers/engine_workers.py); ppo_loss reads loss_mode from that copy at every call."""
+    import pickle
+
+    import torch
+    from verl import DataProto
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+    from verl.trainer.ppo.rollout_corr_helper import apply_bypass_mode
+
+    anchored = ["algorithm.rollout_correction.bypass_mode=True", "actor_rollout_ref.rollout.calculate_log_probs=True"]
+    driver = composed(*anchored, "trainer.use_v1=False")
+    worker_copy = pickle.loads(pickle.dumps(driver.actor_rollout_ref))  # what Ray ships when it builds a worker
+    worker_actor = omega_conf_to_dataclass(worker_copy.actor)  # the worker's init_model
+
+    rollout_log_probs = torch.log(torch.rand(2, 3))
+    batch = DataProto.from_dict(tensors={"rollout_log_probs": rollout_log_probs})
+    apply_bypass_mode(batch=batch, rollout_corr_config=driver.algorithm.rollout_correction,
+                      policy_loss_config=driver.actor_rollout_ref.actor.policy_loss)  # in fit(), on the driver
+
+    assert driver.actor_rollout_ref.actor.policy_loss.loss_mode == "bypass_mode"  # the driver's copy only
+    assert worker_actor.policy_loss.loss_mode == "drpo"
+    assert get_policy_loss_fn(worker_actor.policy_loss.loss_mode) is plugin.REGISTERED["drpo"]
+    assert torch.equal(batch.batch["old_log_probs"], rollout_log_probs)  # and the anchor is mu, as DRPO needs

@@ -1,5 +1,6 @@
 """The registered verl losses (verl_drpo.plugin) through verl's own registry, agg_loss and ppo_loss."""
 
+import math
 import warnings
 
 import pytest
@@ -11,7 +12,7 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.config import ActorConfig, PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from verl_drpo import LOSS_MODES, losses, plugin
+from verl_drpo import LOSS_MODES, losses, plugin, preflight
 from verl_drpo.config import DRPOPolicyLossConfig
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -105,7 +106,7 @@ def test_micro_batch_and_data_parallel_invariance(loss_mode, loss_agg_mode, dp_s
 
 
 def test_rollout_is_weights_multiply_the_token_loss_and_warn_about_the_anchor(monkeypatch):
-    monkeypatch.setattr(plugin, "_warned_anchor", False)
+    plugin._warn_decoupled_anchor.cache_clear()
     lp, old, adv, mask = batch()
     weights = torch.rand_like(lp) * 2
     config = actor_config("drpo", "seq-mean-token-mean")
@@ -270,6 +271,105 @@ def test_unknown_loss_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="Unsupported loss mode: drop"):
         get_policy_loss_fn("drop")
     with pytest.raises(ValueError, match="did you mean 'drpo'"):
-        plugin.require_registered("DRPO")
+        preflight.require_registered("DRPO")
     with pytest.raises(ValueError, match="python -m verl_drpo doctor"):
-        plugin.require_registered("drpo_typo")
+        preflight.require_registered("drpo_typo")
+
+
+# ---- empty micro-batches (verl pads a batch that does not divide with all-masked samples) -------------------------
+
+
+@pytest.mark.parametrize("loss_mode", LOSS_MODES)
+@pytest.mark.parametrize("compiled", [False, True])
+def test_every_return_path_gives_the_same_metric_keys(loss_mode, compiled):
+    lp, old, adv, mask = batch(dtype=torch.float32)
+    config = actor_config(loss_mode, use_torch_compile=compiled)
+    _, full = call(loss_mode, lp, old, adv, mask, config)
+    _, empty = call(loss_mode, lp, old, adv, torch.zeros_like(mask), config)
+    _, zero_batch = call(loss_mode, lp[:0], old[:0], adv[:0], mask[:0], config)
+    _, zero_length = call(loss_mode, lp[:, :0], old[:, :0], adv[:, :0], mask[:, :0], config)
+    assert list(empty) == list(full) == list(zero_batch) == list(zero_length)
+    assert set(empty.values()) == {0.0}
+
+
+@pytest.mark.parametrize("shape", [(0, 24), (8, 0), (0, 0)])
+def test_zero_size_tensors_are_handled_like_an_empty_mask(shape):
+    x = torch.zeros(shape, dtype=torch.float32, requires_grad=True)
+    loss, metrics = call("drpo", x, torch.zeros(shape), torch.zeros(shape), torch.zeros(shape, dtype=torch.bool),
+                         actor_config())
+    assert loss.item() == 0.0 and metrics["actor/drpo/weight_mean"] == 0.0
+    loss.backward()
+    assert x.grad.shape == shape
+
+
+def test_metrics_of_two_ranks_one_with_an_empty_micro_batch_aggregate_in_verl():
+    """verl appends each micro-batch's metrics per rank (append_to_dict), gathers them across data-parallel ranks
+    and aggregates each key with Metric.aggregate_dp, which requires every rank to have the same number of values."""
+    from verl.utils.metric.utils import Metric
+    from verl.utils.py_functional import append_to_dict
+
+    lp, old, adv, mask = batch(bs=8, dtype=torch.float32)
+    config = actor_config("drpo", use_kl_loss=False, entropy_coeff=0.0)
+    empty = torch.zeros_like(mask)
+    micro_batches = {0: [(slice(0, 2), mask), (slice(2, 4), mask)], 1: [(slice(4, 6), mask), (slice(6, 8), empty)]}
+    per_rank = {}
+    for rank, parts in micro_batches.items():
+        per_rank[rank] = {}
+        for rows, m in parts:
+            flat_lp, data = ppo_loss_data(lp[rows], old[rows], adv[rows], m[rows])
+            tu.assign_non_tensor(data, dp_size=2, batch_num_tokens=int(mask[:6].sum()), global_batch_size=6)
+            _, metrics = ppo_loss(config, {"log_probs": flat_lp}, data)
+            append_to_dict(per_rank[rank], metrics)
+    assert per_rank[0].keys() == per_rank[1].keys()
+    aggregated = {k: Metric.aggregate_dp([per_rank[0][k], per_rank[1][k]]) for k in per_rank[0]}
+    assert "actor/drpo/weight_mean" in aggregated and all(map(math.isfinite, aggregated.values()))
+
+
+# ---- seq-mean-token-sum-norm: the horizon (verl pads each micro-batch only to its own longest response) -------------
+
+
+def contribution_of_the_first_sequence(sibling_length, loss_scale_factor):
+    """Gradient on sequence 0 (10 tokens) through verl's ppo_loss, in a micro-batch padded, as verl pads it, to the
+    longest response it holds: that of its one sibling."""
+    lp, old, adv, _ = batch(bs=2, length=64, dtype=torch.float32, seed=5)
+    lengths = torch.tensor([[10], [sibling_length]])
+    width = int(lengths.max())  # the micro-batch's own padded width
+    lp, old, adv = lp[:, :width], old[:, :width], adv[:, :width]
+    mask = torch.arange(width).unsqueeze(0) < lengths
+    flat_lp, data = ppo_loss_data(lp, old, adv, mask)
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=4)
+    config = actor_config("drpo", "seq-mean-token-sum-norm", use_kl_loss=False, entropy_coeff=0.0,
+                          loss_scale_factor=loss_scale_factor)
+    loss, _ = ppo_loss(config, {"log_probs": flat_lp}, data)
+    loss.backward()
+    return flat_lp.grad[2:12]  # the 10 response positions of sequence 0 (after prompt_len - 1 = 2 positions)
+
+
+def test_a_sequences_contribution_does_not_depend_on_its_siblings_with_loss_scale_factor_set():
+    beside_short = contribution_of_the_first_sequence(12, loss_scale_factor=64)
+    beside_long = contribution_of_the_first_sequence(60, loss_scale_factor=64)
+    torch.testing.assert_close(beside_short, beside_long)
+    # the defect the factor removes: without it verl divides by the micro-batch's longest response (12 vs 60)
+    unset_short = contribution_of_the_first_sequence(12, loss_scale_factor=None)
+    unset_long = contribution_of_the_first_sequence(60, loss_scale_factor=None)
+    torch.testing.assert_close(unset_short, unset_long * 60 / 12)
+
+
+def test_a_config_without_policy_loss_warns_once_naming_the_defaults():
+    """verl's distillation path calls the registered loss with its DistillationLossConfig, which has no
+    policy_loss section: the defaults apply, and the loss says so once."""
+    from verl.workers.config.distillation import DistillationLossConfig
+
+    plugin._warn_defaults_used.cache_clear()
+    lp, old, adv, mask = batch()
+    config = DistillationLossConfig()
+    fn = get_policy_loss_fn("drpo")
+    kwargs = dict(old_log_prob=old, log_prob=lp, advantages=adv, response_mask=mask, loss_agg_mode="token-mean",
+                  config=config)
+    with pytest.warns(UserWarning, match=r"no policy_loss section .* defaults drpo_delta=12\.5"):
+        loss, _ = fn(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process, not per micro-batch
+        fn(**kwargs)
+    ref = agg_loss(loss_mat=losses.drpo_token_loss(lp, old, adv, 12.5), loss_mask=mask, loss_agg_mode="token-mean")
+    torch.testing.assert_close(loss, ref)

@@ -5,10 +5,14 @@ import math
 import pytest
 import torch
 
-from verl_drpo.lab.policy import ModelSpec, SnapshotQueue, build_model, generate, response_log_probs
-from verl_drpo.lab.task import Task, TaskSpec
-from verl_drpo.lab.train import LabConfig, Setting, group_advantages, mean_abs_prob_diff, run_rl
-from verl_drpo.lab.verl_path import METHODS, MiniBatch, make_actor_config, to_verl_inputs, verl_policy_loss
+from verl_drpo import modes
+from verl_drpo.lab.design import METHODS, LabConfig, Method, ModelSpec, Setting, TaskSpec
+from verl_drpo.lab.policy import SnapshotQueue, build_model, generate, response_log_probs, round_weights
+from verl_drpo.lab.policy import sequence_log_probs
+from verl_drpo.lab.task import Task
+from verl_drpo.lab.train import (effective_weights, exact_success_per_prompt, eval_set, group_advantages,
+                                 mean_abs_prob_diff, run_rl, smoothed_nll, teacher_batch)
+from verl_drpo.lab.verl_path import MiniBatch, make_actor_config, to_verl_inputs, verl_policy_loss
 
 TINY = ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                  num_key_value_heads=1)
@@ -42,7 +46,7 @@ def test_task_verifier_and_tokenizer(task):
     # long tail: the rarest symbol is far rarer than the most frequent one
     assert task.probs[0] / task.probs[-1] > 50
     with pytest.raises(ValueError, match="min_len"):
-        Task(TaskSpec(min_len=4, max_len=3))
+        TaskSpec(min_len=4, max_len=3)
 
 
 def test_group_advantages_closed_form():
@@ -123,8 +127,6 @@ def test_verl_inputs_round_trip_and_pg_is_closed_form(task, model):
     adv = torch.tensor([1.0, -0.5, 0.25, 0.0, -1.0])[:, None] * ro.response_mask
     mu = ro.rollout_log_probs - 0.1 * ro.response_mask  # a known ratio r = exp(0.1) on every token
     mb = MiniBatch(ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, mu, adv)
-    from verl_drpo.lab.policy import sequence_log_probs
-
     seq_lp = sequence_log_probs(model, ro.input_ids, ro.attention_mask)
     out, data = to_verl_inputs(seq_lp, mb)
     padded = no_padding_2_padding(out["log_probs"], data)
@@ -149,12 +151,10 @@ def test_drpo_through_verl_matches_eq8(task, model):
     adv = torch.tensor([0.75, -0.25, -0.25, -0.25])[:, None] * ro.response_mask
     mu = ro.rollout_log_probs + 0.3 * ro.response_mask
     mb = MiniBatch(ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, mu, adv)
-    from verl_drpo.lab.policy import sequence_log_probs
-
     with torch.no_grad():
         seq_lp = sequence_log_probs(model, ro.input_ids, ro.attention_mask)
         lp = response_log_probs(model, ro)
-    delta = METHODS["drpo_d0.2"]["policy_loss"]["drpo_delta"]
+    delta = METHODS["drpo_d0.2"].settings["drpo_delta"]
     cfg = make_actor_config("drpo_d0.2", 4, 4, task.spec.max_response_len)
     loss, _ = verl_policy_loss(cfg, seq_lp, mb)
     r = (lp - mu).exp()
@@ -166,13 +166,23 @@ def test_drpo_through_verl_matches_eq8(task, model):
 def test_every_method_builds_a_real_actor_config():
     from verl.workers.config import ActorConfig
 
-    for name, spec in METHODS.items():
+    for name, method in METHODS.items():
         cfg = make_actor_config(name, 8, 8, 6)
         assert isinstance(cfg, ActorConfig)
-        assert cfg.policy_loss.loss_mode == spec["loss_mode"]
+        assert cfg.policy_loss.loss_mode == method.mode
         assert cfg.loss_agg_mode == "seq-mean-token-sum-norm"
-    assert make_actor_config("vanilla", 8, 8, 6).clip_ratio_high == 0.28
-    assert make_actor_config("drpo", 8, 8, 6).policy_loss.drpo_delta == 12.5
+        # every setting of the mode reaches the config: the table's default unless the method overrides it
+        for s in modes.get(method.mode).settings:
+            where = cfg.policy_loss if s.where == "policy_loss" else cfg
+            assert getattr(where, s.field) == method.settings[s.field], (name, s.field)
+    assert make_actor_config("vanilla", 8, 8, 6).clip_ratio_high == modes.MODES["vanilla"].actor[1].default == 0.28
+    assert make_actor_config("drpo", 8, 8, 6).policy_loss.drpo_delta == modes.POLICY_LOSS_FIELDS["drpo_delta"].default
+    assert make_actor_config("drpo_d0.2", 8, 8, 6).policy_loss.drpo_delta == 0.2
+    assert make_actor_config("dppo_tv", 8, 8, 6).clip_ratio_c == 10000.0
+    with pytest.raises(ValueError, match="has no setting"):
+        Method("bad", "dppo_tv", (("drpo_delta", 1.0),))
+    with pytest.raises(ValueError, match="unknown loss mode"):
+        Method("bad", "ppo2")
     with pytest.raises(ValueError, match="unknown lab method"):
         make_actor_config("drpoo", 8, 8, 6)
 
@@ -186,3 +196,99 @@ def test_bad_settings_fail_clearly():
         LabConfig(prompts_per_step=6, mini_batches=4)
     with pytest.raises(ValueError, match="group_size"):
         LabConfig(group_size=1)
+
+
+def _enumerate_success(model, task, symbols):
+    """Brute force: sum over every response the sampler can produce (stopping at <eos> or at the length limit) of
+    P(response) * reward(response), with P from one forward pass per prefix."""
+    prompt = task.encode_prompts([symbols])[0]
+    vocab = task.vocab_size
+
+    def walk(prefix, prob):
+        if len(prefix) == task.spec.max_response_len or (prefix and prefix[-1] == task.eos_id):
+            return prob * task.reward(symbols, prefix)
+        ids = torch.tensor([prompt + prefix])
+        with torch.no_grad():
+            p_next = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
+        return sum(walk(prefix + [v], prob * p_next[v].item()) for v in range(vocab))
+
+    return walk([], 1.0)
+
+
+def test_exact_success_equals_brute_force_enumeration():
+    task = Task(TaskSpec(num_symbols=3, min_len=1, max_len=2))  # 8 tokens, responses of up to 3 tokens
+    model = build_model(task.vocab_size, TINY, seed=4, dtype="float64")
+    symbol_lists = [[0], [2], [1, 0], [2, 2]]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    # a little supervised training (float64, left-padded prompts of two lengths: before the attention-bias fix in
+    # policy.py this made every weight NaN), so that the exact success is far from 0
+    for _ in range(15):
+        opt.zero_grad()
+        smoothed_nll(model, teacher_batch(task, symbol_lists), 0.0).backward()
+        opt.step()
+    exact = exact_success_per_prompt(model, teacher_batch(task, symbol_lists))
+    brute = torch.tensor([_enumerate_success(model, task, s) for s in symbol_lists], dtype=torch.float64)
+    assert brute.min() > 1e-3 and brute.max() > 0.2
+    assert torch.allclose(exact, brute, rtol=1e-9, atol=0)
+
+
+def test_eval_set_is_fixed_and_large():
+    task = Task(TaskSpec())
+    a, b = eval_set(task, LabConfig().eval_prompts), eval_set(task, LabConfig().eval_prompts)
+    assert a.symbols == b.symbols and len(a.symbols) >= 512
+
+
+def _weights(task, model, method, ro, adv, mu):
+    mb = MiniBatch(ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, mu, adv)
+    seq_lp = sequence_log_probs(model, ro.input_ids, ro.attention_mask).detach().requires_grad_(True)
+    loss, metrics = verl_policy_loss(make_actor_config(method, ro.response_ids.shape[0], 1, 6), seq_lp, mb)
+    loss.backward()
+    p = ro.prompt_ids.shape[1]
+    w = effective_weights(seq_lp.grad[:, p - 1 : -1], seq_lp.detach()[:, p - 1 : -1], mb, 6)
+    return w, seq_lp.detach()[:, p - 1 : -1], metrics
+
+
+def test_effective_weights_are_each_methods_table1_weight(task, model):
+    _, ro = _rollout(task, model, n=6, seed=7)
+    m = ro.response_mask
+    adv = torch.tensor([1.0, -0.5, 0.5, -1.0, 0.25, 0.0])[:, None] * m
+    shift = torch.linspace(-0.6, 0.6, m.numel()).view(m.shape)  # a spread of ratios on both sides of 1
+    far = (torch.arange(m.numel()).view(m.shape) % 2).bool()  # every other token: mu = 0.5, far from pi (~1/45)
+    mu = torch.where(far, torch.tensor(0.5).log(), ro.rollout_log_probs + shift) * m
+    sel = m.bool() & (adv != 0)
+    w, lp, _ = _weights(task, model, "pg_is", ro, adv, mu)
+    assert torch.allclose(w, torch.ones_like(w), atol=1e-5)
+    w, lp, _ = _weights(task, model, "drpo_d0.2", ro, adv, mu)
+    expected = 1 - torch.sign(adv[sel]) * (lp[sel].exp() - mu[sel].exp()) / 0.2
+    assert torch.allclose(w, expected, atol=1e-4)
+    # dppo_tv: verl's mask sets the weight of every masked token to 0 and leaves the others at 1
+    w, lp, metrics = _weights(task, model, "dppo_tv", ro, adv, mu)
+    assert set(torch.round(w, decimals=4).tolist()) <= {0.0, 1.0}
+    assert (w == 0).any() and (w == 1).any()
+    # verl's pg_clipfrac is over all response tokens (A = 0 included), so it is at least the masked share here
+    assert metrics["actor/pg_clipfrac"] >= (w == 0).float().sum().item() / m.sum().item() - 1e-6
+
+
+def test_rounded_behaviour_weights_are_a_deterministic_mismatch(task):
+    m = build_model(task.vocab_size, TINY, seed=2)
+    b1 = build_model(task.vocab_size, TINY, seed=2)
+    b2 = build_model(task.vocab_size, TINY, seed=2)
+    round_weights(b1, "bfloat16")
+    round_weights(b2, "bfloat16")
+    assert all(torch.equal(x, y) for x, y in zip(b1.parameters(), b2.parameters()))
+    assert any(not torch.equal(x, y) for x, y in zip(b1.parameters(), m.parameters()))
+    _, ro = _rollout(task, b1, n=8, seed=1)
+    pi = response_log_probs(m, ro).detach()
+    assert mean_abs_prob_diff(pi, ro.rollout_log_probs, ro.response_mask) > 1e-5
+
+
+def test_run_rl_in_float64_and_with_rounding():
+    cfg = LabConfig(model=TINY, dtype="float64", sft_steps=0, steps=2, prompts_per_step=2, group_size=2,
+                    mini_batches=1, eval_every=1, eval_prompts=8)
+    task = Task(cfg.task)
+    init = build_model(task.vocab_size, TINY, max_positions=cfg.task.max_prompt_len + cfg.task.max_response_len,
+                       seed=0, dtype="float64").state_dict()
+    assert all(v.dtype == torch.float64 for v in init.values() if v.is_floating_point())
+    r = run_rl("drpo_d0.2", Setting(0, 0.0, "bfloat16"), 0, cfg, init)
+    assert r["abs_prob_diff_mean"] > 0  # rounded behaviour weights: pi != mu from the first rollout
+    assert len(r["curve"]["success"]) == 3

@@ -176,3 +176,114 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(Exception):
         data.write_parquets({str(tmp_path / "a.parquet"): good, str(tmp_path / "b.parquet"): bad})
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ issue 12: splits, overwrites, atomic writes, flags
+def _gsm8k_files(tmp_path):
+    _write(str(tmp_path / "in" / "train.jsonl"), GSM8K_TRAIN)
+    _write(str(tmp_path / "in" / "test.jsonl"), GSM8K_TEST)
+    return tmp_path / "in" / "train.jsonl", tmp_path / "in" / "test.jsonl"
+
+
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_one_file_is_not_both_train_and_test(tmp_path, capsys):
+    train_file, test_file = _gsm8k_files(tmp_path)
+    out = tmp_path / "out"
+    assert prepare_gsm8k.main(["--local_dataset_path", str(train_file), "--local_save_dir", str(out)]) == 1
+    _one_line_error(capsys, "--local_test_dataset_path", "one file")
+    assert not out.exists()
+    argv = ["--local_dataset_path", str(train_file), "--local_test_dataset_path", str(test_file),
+            "--local_save_dir", str(out)]
+    assert prepare_gsm8k.main(argv) == 0
+    assert len(pd.read_parquet(out / "train.parquet")) == 3 and len(pd.read_parquet(out / "test.parquet")) == 1
+
+
+def test_math_refuses_the_same_file_for_both_splits(tmp_path, capsys):
+    _write(str(tmp_path / "all.jsonl"), MATH_500)
+    argv = ["--local_dataset_path", str(tmp_path / "all.jsonl"), "--local_test_dataset_path",
+            str(tmp_path / "all.jsonl"), "--local_save_dir", str(tmp_path / "out")]
+    assert prepare_math.main(argv) == 1
+    _one_line_error(capsys, "one file")
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite(gsm8k_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--local_dataset_path", str(gsm8k_dir), "--local_save_dir", str(out)]
+    assert prepare_gsm8k.main(argv) == 0
+    capsys.readouterr()
+    (out / "train.parquet").write_bytes(b"the user's own file")
+    assert prepare_gsm8k.main(argv) == 1
+    _one_line_error(capsys, "already exists", "--overwrite")
+    assert (out / "train.parquet").read_bytes() == b"the user's own file"
+    assert prepare_gsm8k.main([*argv, "--overwrite"]) == 0
+    assert len(pd.read_parquet(out / "train.parquet")) == 3
+    assert sorted(os.listdir(out)) == ["test.parquet", "train.parquet"]
+
+
+def test_a_directory_at_a_destination_writes_nothing(gsm8k_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "test.parquet").mkdir(parents=True)
+    (out / "train.parquet").write_bytes(b"old train")
+    argv = ["--local_dataset_path", str(gsm8k_dir), "--local_save_dir", str(out), "--overwrite"]
+    assert prepare_gsm8k.main(argv) == 1
+    _one_line_error(capsys, "test.parquet", "not a regular file")
+    assert (out / "train.parquet").read_bytes() == b"old train"
+    assert sorted(os.listdir(out)) == ["test.parquet", "train.parquet"]
+
+
+def test_a_failed_rename_puts_every_old_file_back(gsm8k_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.parquet").write_bytes(b"old train")
+    (out / "test.parquet").write_bytes(b"old test")
+    real_replace = os.replace
+
+    def replace_failing_on_the_second_output(src, dst):
+        if str(dst) == str(out / "test.parquet") and not os.path.basename(str(src)).startswith("old-"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_failing_on_the_second_output)
+    argv = ["--local_dataset_path", str(gsm8k_dir), "--local_save_dir", str(out), "--overwrite"]
+    assert prepare_gsm8k.main(argv) == 1
+    _one_line_error(capsys, "old file")
+    assert (out / "train.parquet").read_bytes() == b"old train"
+    assert (out / "test.parquet").read_bytes() == b"old test"
+    assert sorted(os.listdir(out)) == ["test.parquet", "train.parquet"]  # no staging leftovers
+
+
+def test_save_dir_that_is_a_file_is_one_clear_line(gsm8k_dir, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    for out in (blocker, blocker / "sub"):
+        assert prepare_gsm8k.main(["--local_dataset_path", str(gsm8k_dir), "--local_save_dir", str(out)]) == 1
+        _one_line_error(capsys, "--local_save_dir", "is a file")
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc, where nobody can make a directory")
+def test_unwritable_save_dir_is_one_clear_line(gsm8k_dir, capsys):
+    out = "/proc/verl-drpo-test-unwritable/gsm8k"
+    assert prepare_gsm8k.main(["--local_dataset_path", str(gsm8k_dir), "--local_save_dir", out]) == 1
+    _one_line_error(capsys, "/proc/verl-drpo-test-unwritable")
+
+
+@pytest.mark.parametrize("value", ["-2", "0", "two"])
+def test_max_samples_must_be_positive(gsm8k_dir, tmp_path, capsys, value):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_gsm8k.main(["--local_dataset_path", str(gsm8k_dir), "--local_save_dir", str(out),
+                            "--max_samples", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--max_samples" in err and "positive integer" in err and "Traceback" not in err
+    assert not out.exists()
+    with pytest.raises(data.DataError, match="--max_samples"):
+        data.load_split("openai/gsm8k", "train", "main", str(gsm8k_dir), max_samples=-2)

@@ -71,3 +71,44 @@ def test_ema_and_errors(tmp_path, capsys):
     assert plot_runs.main([str(good), "--metrics", "nope/*", "-o", str(tmp_path / "x.png")]) == 1
     assert "none of the metrics" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+# ------------------------------------------------------------------ issue 12: -o, nested values, unwritable output
+def _tiny_run(tmp_path, name="r.jsonl", data='{"a": 1}'):
+    path = tmp_path / name
+    path.write_text(f'{{"step": 1, "data": {data}}}\n{{"step": 2, "data": {data}}}\n')
+    return str(path)
+
+
+def test_output_without_extension_or_a_directory_reports_the_file_written(tmp_path, capsys):
+    run = _tiny_run(tmp_path)
+    assert plot_runs.main([run, "--metrics", "a", "-o", str(tmp_path / "fig")]) == 0
+    assert f"wrote {tmp_path / 'fig.png'}:" in capsys.readouterr().out
+    assert (tmp_path / "fig.png").exists()
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    assert plot_runs.main([run, "--metrics", "a", "-o", str(folder)]) == 0
+    assert f"wrote {folder / 'runs.png'}:" in capsys.readouterr().out
+    assert (folder / "runs.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nested_values_are_flattened_and_a_non_object_is_one_clear_line(tmp_path, capsys):
+    run = _tiny_run(tmp_path, data='{"actor": {"drpo": {"weight_mean": 0.5}, "tag": "x"}, "b": [1, 2]}')
+    series = plot_runs.read_run(run)
+    assert series == {"actor/drpo/weight_mean": {1: 0.5, 2: 0.5}}
+    bad = _tiny_run(tmp_path, "bad.jsonl", data="[1, 2]")
+    assert plot_runs.main([bad, "-o", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.jsonl:1" in err and '"data" is a list' in err
+
+
+def test_unwritable_output_is_one_clear_line(tmp_path, capsys):
+    run = _tiny_run(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert plot_runs.main([run, "--metrics", "a", "-o", str(blocker / "x.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "-o" in err and "is a file" in err and "Traceback" not in err
+    assert plot_runs.main([run, "--metrics", "a", "-o", str(tmp_path / "x.notaformat")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write -o" in err

@@ -1,15 +1,18 @@
 """The bash recipes under recipe/drpo/, proven against the installed verl without Ray or a GPU.
 
 Two layers:
-- each script runs for real with DRY_RUN=1 (a subprocess: bash -> python -m verl_drpo.dry_run -> Hydra compose +
-  verl's validate_config), once per script, plus once with a misspelt override that must be rejected;
-- the matrix of LOSS_MODE x TRAINER_MODE runs the scripts with a stand-in interpreter that records the exact argument
-  list they would pass, which is then composed and validated in this process (Hydra composition is the slow part
-  of a subprocess; in-process it is a fraction of a second per configuration).
+- a few runs of the unmodified scripts with DRY_RUN=1 and the real interpreter (bash -> python -m verl_drpo.dry_run
+  -> Hydra compose + verl's validate_config), one per recipe, plus a misspelt override that must be rejected;
+- everything else runs the scripts with a stand-in interpreter (fake_python.sh) that records the exact argument list
+  they would pass; that list is then composed and validated in this process (Hydra composition is the slow part of a
+  subprocess; in-process it is a fraction of a second per configuration).
+Every subprocess runs with cwd=tmp_path and a temporary VERL_FILE_LOGGER_ROOT, so nothing is written into the checkout.
 """
 
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,35 +21,50 @@ import pytest
 from verl_drpo import dry_run
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RECIPE_DIR = os.path.join(ROOT, "recipe", "drpo")
 RECIPES = {
-    "gsm8k": os.path.join(ROOT, "recipe", "drpo", "run_drpo_gsm8k.sh"),
-    "math": os.path.join(ROOT, "recipe", "drpo", "run_drpo_math.sh"),
+    "gsm8k": os.path.join(RECIPE_DIR, "run_drpo_gsm8k.sh"),
+    "math": os.path.join(RECIPE_DIR, "run_drpo_math.sh"),
+    "dapo_qwen3_4b": os.path.join(RECIPE_DIR, "run_drpo_dapo_qwen3_4b.sh"),
 }
+SWEEP = os.path.join(RECIPE_DIR, "sweep.sh")
 FAKE_PYTHON = os.path.join(os.path.dirname(__file__), "fake_python.sh")
 LOSS_MODES = ("drpo", "mask_drpo", "spo", "pg_is", "dppo_tv", "dppo_kl", "vanilla")
 TRAINER_MODES = ("sync", "colocate_async", "separate_async", "fully_async")
 BASE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled", "RAY_AUTH_MODE": "disabled"}
+DRPO_DELTA_KEY = "actor_rollout_ref.actor.policy_loss.drpo_delta"
 
 
 def _env(tmp_path, **extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("LOSS_MODE", "TRAINER_MODE", "STALENESS", "DRY_RUN")}
+    """A clean environment: none of the recipe variables of the calling shell leak in."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
     env.update(BASE_ENV)
     env["VERL_FILE_LOGGER_ROOT"] = str(tmp_path / "runs")
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
-def record_calls(tmp_path, recipe, *args, doctor_rc=0, **env):
-    """Run a recipe with the stand-in interpreter; return (completed process, list of recorded argv lists)."""
-    calls_dir = tmp_path / f"calls-{len(list(tmp_path.iterdir()))}"
+def _calls_dir(tmp_path):
+    calls_dir = tmp_path / f"calls-{len(list(tmp_path.glob('calls-*')))}"
     calls_dir.mkdir()
+    return calls_dir
+
+
+def _read_calls(calls_dir):
+    return [[a.decode() for a in p.read_bytes().split(b"\0")[:-1]] for p in sorted(calls_dir.iterdir())]
+
+
+def record_calls(tmp_path, recipe, *args, doctor_rc=0, script=None, **env):
+    """Run a recipe with the stand-in interpreter; return (completed process, list of recorded argv lists)."""
+    calls_dir = _calls_dir(tmp_path)
+    env.setdefault("PYTHON", FAKE_PYTHON)
     proc = subprocess.run(
-        ["bash", RECIPES[recipe], *args],
-        env=_env(tmp_path, PYTHON=FAKE_PYTHON, FAKE_PYTHON_DIR=calls_dir, FAKE_DOCTOR_RC=doctor_rc, **env),
+        ["bash", script or RECIPES[recipe], *args], cwd=tmp_path,
+        env=_env(tmp_path, FAKE_PYTHON_DIR=calls_dir, FAKE_REAL_PYTHON=sys.executable, FAKE_DOCTOR_RC=doctor_rc,
+                 **env),
         capture_output=True, text=True, timeout=60,
     )
-    calls = [p.read_bytes().split(b"\0")[:-1] for p in sorted(calls_dir.iterdir())]
-    return proc, [[a.decode() for a in call] for call in calls]
+    return proc, _read_calls(calls_dir)
 
 
 def dry_run_argv(calls):
@@ -60,17 +78,32 @@ def overrides_of(argv):
     return argv[1], argv[argv.index("--") + 1:]
 
 
+def recorded_overrides(tmp_path, recipe="gsm8k", *args, **env):
+    proc, calls = record_calls(tmp_path, recipe, *args, SKIP_DOCTOR=1, DRY_RUN=1, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return overrides_of(dry_run_argv(calls))
+
+
+def composed(tmp_path, recipe="gsm8k", *args, **env):
+    """(composed config, dry-run report) of a recipe's recorded overrides, in process."""
+    entry, overrides = recorded_overrides(tmp_path, recipe, *args, **env)
+    cfg = dry_run.compose_config(overrides, entry)
+    return cfg, dry_run.check_config(cfg, entry)
+
+
 # ----------------------------------------------------------------------------------------- real subprocess runs
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_recipe_dry_run_end_to_end(tmp_path, recipe):
-    """The unmodified script, DRY_RUN=1, real interpreter: exits 0 and prints the resolved settings."""
-    out_json = tmp_path / "settings.json"
+    """The unmodified script, DRY_RUN=1, real interpreter: exits 0, prints the resolved settings, writes only the
+    JSON it was asked for (no log, no Hydra outputs/ folder)."""
+    out_json = tmp_path / "out" / "settings.json"
     # SKIP_DOCTOR: the doctor starts fresh interpreters and a Ray worker (most of a minute on 2 shared cores); its
     # own tests cover it, and test_doctor_failure_stops_the_script_before_verl covers the recipe's call to it.
-    proc = subprocess.run(["bash", RECIPES[recipe]], capture_output=True, text=True, timeout=300,
+    proc = subprocess.run(["bash", RECIPES[recipe]], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env=_env(tmp_path, PYTHON=sys.executable, DRY_RUN=1, DRY_RUN_JSON=out_json, SKIP_DOCTOR=1))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[dry-run] OK" in proc.stdout
+    assert sorted(os.listdir(tmp_path)) == ["out"]
 
     settings = json.loads(out_json.read_text())["settings"]
     assert settings["loss_mode"] == "drpo"
@@ -84,17 +117,34 @@ def test_recipe_dry_run_end_to_end(tmp_path, recipe):
     assert settings["rollout_name"] == "vllm" and settings["rollout_mode"] == "async"
     assert settings["temperature"] == 1.0
     assert settings["optimizer_steps_per_rollout"] == 4
-    assert settings["val_files"].endswith("test.parquet")
+    assert settings["logger"] == ["console", "file"]
 
 
 def test_misspelt_override_is_rejected(tmp_path):
     proc = subprocess.run(
         ["bash", RECIPES["gsm8k"], "actor_rollout_ref.actor.ppo_mini_bach_size=8"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env=_env(tmp_path, PYTHON=sys.executable, DRY_RUN=1, SKIP_DOCTOR=1),
     )
     assert proc.returncode == dry_run.EXIT_COMPOSE, proc.stderr[-2000:]
     assert "REJECTED" in proc.stderr and "ppo_mini_bach_size" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------- the recipes' shape
+def test_gsm8k_and_math_differ_only_in_the_dataset_and_model_block():
+    """The shared part (method, batch, cluster, the override list, the launch) is the same text in both recipes."""
+    def shared(path):
+        text = open(path).read()
+        return text[text.index("# ---------------------------------------------------------------- method, batch"):]
+
+    assert shared(RECIPES["gsm8k"]) == shared(RECIPES["math"]) == shared(RECIPES["dapo_qwen3_4b"])
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_the_final_command_is_in_the_recipe_itself(recipe):
+    lines = [line.strip() for line in open(RECIPES[recipe]) if line.strip() and not line.startswith("#")]
+    assert lines[-1].startswith('"$PYTHON" -m "$ENTRY" "${OVERRIDES[@]}" "$@"')
+    assert any(line.startswith("OVERRIDES=(") for line in lines)
 
 
 # ----------------------------------------------------------------------------------------- bash-level behaviour
@@ -118,35 +168,113 @@ def test_fully_async_uses_its_own_entry_point(tmp_path):
     assert calls[0][:2] == ["-m", "verl.experimental.fully_async_policy.fully_async_main"]
 
 
-@pytest.mark.parametrize("var,value", [("LOSS_MODE", "drpoo"), ("TRAINER_MODE", "async")])
-def test_unknown_mode_variable_fails_in_bash(tmp_path, var, value):
-    proc, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, **{var: value})
-    assert proc.returncode != 0 and f"{var}={value} is not one of" in proc.stderr
-    assert calls == []
+def test_fully_async_without_the_module_is_one_clear_line(tmp_path):
+    """A verl without verl.experimental.fully_async_policy (it is moving to verl-recipe): a message, not an
+    ImportError. The real interpreter, with a stand-in `verl` package first on its path."""
+    (tmp_path / "shadow" / "verl").mkdir(parents=True)
+    (tmp_path / "shadow" / "verl" / "__init__.py").write_text("")
+    proc = subprocess.run(["bash", RECIPES["gsm8k"]], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=_env(tmp_path, PYTHON=sys.executable, PYTHONPATH=tmp_path / "shadow",
+                                   TRAINER_MODE="fully_async", DRY_RUN=1, SKIP_DOCTOR=1))
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "TRAINER_MODE=fully_async" in lines[0] and "verl-recipe" in lines[0], proc.stderr
 
 
-def test_batch_geometry_is_checked_in_bash(tmp_path):
-    proc, calls = record_calls(tmp_path, "math", SKIP_DOCTOR=1, DRY_RUN=1, TRAIN_BATCH_SIZE=60, PPO_MINI_BATCH_SIZE=16)
-    assert proc.returncode != 0 and "must be a multiple of PPO_MINI_BATCH_SIZE=16" in proc.stderr
-    assert calls == []
+BAD_VALUES = [
+    ({"PPO_MINI_BATCH_SIZE": "abc"}, "PPO_MINI_BATCH_SIZE=abc: must be an integer >= 1"),
+    ({"TRAIN_BATCH_SIZE": "-64"}, "TRAIN_BATCH_SIZE=-64: must be an integer >= 1"),
+    ({"ROLLOUT_N": "08"}, "ROLLOUT_N=08: must be an integer"),
+    ({"LOSS_MODE": "drpoo"}, "LOSS_MODE=drpoo: unknown loss mode"),
+    ({"TRAINER_MODE": "async"}, "TRAINER_MODE=async: must be one of: sync colocate_async"),
+    ({"TRAINER_MODE": "colocate_async", "STALENESS": "-1"}, "STALENESS=-1: must be an integer >= 0"),
+    ({"TRAINER_MODE": "fully_async", "STALENESS": "half"}, "STALENESS=half: must be a number >= 0"),
+    ({"TRAINER_MODE": "colocate_async", "STALENESS_STRATEGY": "keep"}, "STALENESS_STRATEGY=keep: must be one of"),
+    ({"TRAINER_MODE": "separate_async", "ROLLOUT_GPUS_PER_NODE": "8"}, "ROLLOUT_GPUS_PER_NODE=8: must be less than"),
+    ({"LR": "fast"}, "LR=fast: must be a number > 0"),
+    ({"TEMPERATURE": "0"}, "TEMPERATURE=0: must be a number > 0"),
+    ({"GPU_MEMORY_UTILIZATION": "1.5"}, "GPU_MEMORY_UTILIZATION=1.5: must be a number > 0 and <= 1"),
+    ({"USE_DYNAMIC_BSZ": "yes"}, "USE_DYNAMIC_BSZ=yes: must be one of: True False"),
+    ({"USE_DYNAMIC_BSZ": "True", "PPO_MAX_TOKEN_LEN_PER_GPU": "1000"}, "PPO_MAX_TOKEN_LEN_PER_GPU=1000: must be >= "),
+    ({"MODEL_SIZE": "2B"}, "MODEL_SIZE=2B: must be one of"),
+    ({"DRY_RUN": "yes"}, "DRY_RUN=yes: must be one of: 0 1"),
+    ({"LOGGER": "console"}, "LOGGER=console: must be a list"),
+    ({"REWARD": "mathverify"}, "REWARD=mathverify: must be one of: default math_verify"),
+    ({"TRAIN_BATCH_SIZE": "60"}, "TRAIN_BATCH_SIZE=60: must be a multiple of PPO_MINI_BATCH_SIZE=16"),
+]
+
+
+@pytest.mark.parametrize("env,message", BAD_VALUES, ids=[next(iter(e)) + "=" + e[next(iter(e))] for e, _ in BAD_VALUES])
+def test_a_bad_value_is_one_clear_line_before_anything_runs(tmp_path, env, message):
+    env = {"DRY_RUN": 1, **env}
+    proc, calls = record_calls(tmp_path, "gsm8k", **env)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "unbound" not in proc.stderr
+    assert calls == []  # neither the doctor nor verl ran
+
+
+@pytest.mark.parametrize("script", ["gsm8k", "sweep"])
+def test_help_is_the_recipes_own_variables_in_a_screenful(tmp_path, script):
+    path = SWEEP if script == "sweep" else RECIPES[script]
+    proc, calls = record_calls(tmp_path, None, "--help", script=path)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == []  # no doctor, no Hydra help
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 60
+    assert "TRAINER_MODE: sync | colocate_async | separate_async | fully_async" in proc.stdout
+    for name in (("RECIPE", "LOSS_MODES", "SEEDS") if script == "sweep" else
+                 ("PPO_MINI_BATCH_SIZE", "STALENESS", "LOGGER", "USE_DYNAMIC_BSZ", "MAX_RESPONSE_LENGTH")):
+        assert any(line.split()[:1] == [name] for line in lines), name
+    # the loss modes come from the table, through the real interpreter
+    real = subprocess.run(["bash", path, "-h"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=_env(tmp_path, PYTHON=sys.executable))
+    assert "LOSS_MODE: drpo | mask_drpo | spo" in real.stdout and "DRPO_DELTA" in real.stdout
+
+
+def test_default_python_is_the_projects_venv_and_an_explicit_one_wins(tmp_path):
+    """With PYTHON unset the recipe uses <its repository>/.venv/bin/python, wherever it is called from."""
+    repo = tmp_path / "repo"
+    shutil.copytree(RECIPE_DIR, repo / "recipe" / "drpo")
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    os.symlink(FAKE_PYTHON, repo / ".venv" / "bin" / "python")
+    script = str(repo / "recipe" / "drpo" / "run_drpo_gsm8k.sh")
+    proc, calls = record_calls(tmp_path, None, script=script, PYTHON="", DRY_RUN=1, SKIP_DOCTOR=1)
+    assert proc.returncode == 0, proc.stderr
+    assert [c[:2] for c in calls] == [["-m", "verl_drpo.dry_run"]]  # the .venv's (fake) interpreter ran
+
+    other = tmp_path / "other_python"
+    other.write_text('#!/usr/bin/env bash\necho "other $*" >&2\nexit 7\n')
+    other.chmod(0o755)
+    proc, calls = record_calls(tmp_path, None, script=script, PYTHON=other, DRY_RUN=1, SKIP_DOCTOR=1)
+    assert calls == [] and "other -m verl_drpo overrides drpo" in proc.stderr
 
 
 def test_runtime_env_fallback_is_one_variable_away(tmp_path):
-    _, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, USE_RUNTIME_ENV_PLUGIN=1)
-    entry, overrides = overrides_of(dry_run_argv(calls))
+    entry, overrides = recorded_overrides(tmp_path, USE_RUNTIME_ENV_PLUGIN=1)
     key = "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_drpo.plugin"
     assert key in overrides
     report = dry_run.run_dry(overrides, entry)
     assert report.settings["external_modules_env"] == "verl_drpo.plugin"
 
 
-def test_command_line_plus_key_replaces_the_recipes_own(tmp_path):
-    """Hydra refuses to '+'-add a key twice; the recipe drops its own copy when the command line sets it."""
-    _, calls = record_calls(tmp_path, "gsm8k", "+actor_rollout_ref.actor.policy_loss.drpo_delta=0.2",
-                            SKIP_DOCTOR=1, DRY_RUN=1)
-    entry, overrides = overrides_of(dry_run_argv(calls))
-    assert [o for o in overrides if "drpo_delta" in o] == ["+actor_rollout_ref.actor.policy_loss.drpo_delta=0.2"]
-    assert dry_run.run_dry(overrides, entry).settings["drpo_delta"] == 0.2
+@pytest.mark.parametrize("form", ["", "+", "++"])
+def test_every_hydra_override_form_of_a_recipe_key_works_last_one_wins(tmp_path, form):
+    """`key=v`, `+key=v` and `++key=v` for a key the recipe adds with '+' (the config hook's fields) all compose, and
+    the last one wins (a plain `key=v` was rejected when the recipe dropped its own '+key' for it)."""
+    cfg, report = composed(tmp_path, "gsm8k", f"{DRPO_DELTA_KEY}=0.3", f"{form}{DRPO_DELTA_KEY}=0.2")
+    assert report.settings["drpo_delta"] == 0.2
+    # and a key of verl's own YAML, set by the recipe, in the forms Hydra accepts for it
+    cfg, _ = composed(tmp_path, "gsm8k", "actor_rollout_ref.actor.optim.lr=3e-6", "++actor_rollout_ref.actor.optim.lr=2e-6")
+    assert cfg.actor_rollout_ref.actor.optim.lr == 2e-6
+
+
+def test_the_runtime_env_key_takes_every_form_too(tmp_path):
+    key = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"
+    for form in ("", "+", "++"):
+        _, report = composed(tmp_path, "gsm8k", f"{form}{key}=other.module", USE_RUNTIME_ENV_PLUGIN=1)
+        assert report.settings["external_modules_env"] == "other.module", form
 
 
 # ----------------------------------------------------------------------------------------- in-process matrix
@@ -163,8 +291,7 @@ EXPECTED_LOSS_SETTINGS = {
 
 @pytest.mark.parametrize("loss_mode", LOSS_MODES)
 def test_loss_mode_sets_the_papers_hyper_parameters(tmp_path, loss_mode):
-    _, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, LOSS_MODE=loss_mode)
-    entry, overrides = overrides_of(dry_run_argv(calls))
+    entry, overrides = recorded_overrides(tmp_path, LOSS_MODE=loss_mode)
     report = dry_run.run_dry(overrides, entry)
     assert report.settings["loss_mode"] == loss_mode
     for key, value in EXPECTED_LOSS_SETTINGS[loss_mode].items():
@@ -173,16 +300,42 @@ def test_loss_mode_sets_the_papers_hyper_parameters(tmp_path, loss_mode):
     assert not [w for w in report.warnings if "not anchored" in w]
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_the_authors_name_for_drpo_runs_drpo(tmp_path):
+    """LOSS_MODE=spo_adaptive_eps (the authors' verl fork) selects DRPO with DRPO's settings."""
+    import verl  # noqa: F401  (loads the plugin's registrations)
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    if "spo_adaptive_eps" not in POLICY_LOSS_REGISTRY:
+        pytest.skip("verl_drpo.plugin does not register the alias spo_adaptive_eps in this checkout (issue 13.2)")
+    _, report = composed(tmp_path, LOSS_MODE="spo_adaptive_eps")
+    assert report.settings["loss_mode"] == "spo_adaptive_eps" and report.settings["drpo_delta"] == 12.5
+
+
+def test_loss_hyper_parameters_come_from_their_recipe_variables(tmp_path):
+    """The table reads DRPO_DELTA, DPPO_TV_DELTA, ... from the environment the recipe passes on."""
+    _, report = composed(tmp_path, LOSS_MODE="drpo", DRPO_DELTA="0.2")
+    assert report.settings["drpo_delta"] == 0.2
+    _, report = composed(tmp_path, LOSS_MODE="dppo_tv", DPPO_TV_DELTA="0.2")
+    assert report.settings["clip_ratio_low"] == report.settings["clip_ratio_high"] == 0.2
+
+
+@pytest.mark.parametrize("recipe,horizon", [("gsm8k", 1024), ("math", 3072), ("dapo_qwen3_4b", 8192)])
+def test_the_loss_horizon_is_the_maximum_response_length(tmp_path, recipe, horizon):
+    """seq-mean-token-sum-norm divides by loss_scale_factor; unset, verl uses each micro-batch's longest response."""
+    cfg, _ = composed(tmp_path, recipe)
+    assert cfg.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-sum-norm"
+    assert cfg.actor_rollout_ref.actor.loss_scale_factor == horizon == cfg.data.max_response_length
+    cfg, _ = composed(tmp_path, recipe, MAX_RESPONSE_LENGTH=2048)
+    assert cfg.actor_rollout_ref.actor.loss_scale_factor == 2048
+
+
+@pytest.mark.parametrize("recipe", ["gsm8k", "math"])
 @pytest.mark.parametrize("trainer_mode", TRAINER_MODES)
 def test_trainer_modes_validate(tmp_path, recipe, trainer_mode):
-    _, calls = record_calls(tmp_path, recipe, SKIP_DOCTOR=1, DRY_RUN=1, TRAINER_MODE=trainer_mode, STALENESS=3)
-    entry, overrides = overrides_of(dry_run_argv(calls))
+    entry, overrides = recorded_overrides(tmp_path, recipe, TRAINER_MODE=trainer_mode, STALENESS=3)
     assert entry == ("fully_async" if trainer_mode == "fully_async" else "main_ppo")
     s = dry_run.run_dry(overrides, entry).settings
     assert s["trainer_mode"] == trainer_mode
-    if trainer_mode in ("colocate_async", "separate_async"):
-        assert s["max_off_policy_threshold"] == 3
     if trainer_mode == "separate_async":
         assert s["parameter_sync_step"] * s["ppo_mini_batch_size"] == s["train_batch_size"]
         assert s["rollout_pool"] == "1x4" and s["n_gpus_per_node"] == 4
@@ -191,20 +344,116 @@ def test_trainer_modes_validate(tmp_path, recipe, trainer_mode):
         assert s["trigger_parameter_sync_step"] == 4
 
 
+@pytest.mark.parametrize("trainer_mode", ["colocate_async", "separate_async"])
+@pytest.mark.parametrize("staleness", [0, 1, 3])
+def test_staleness_sets_the_prefetch_depth_and_a_consistent_drop_cap(tmp_path, trainer_mode, staleness):
+    """STALENESS=k: k batches prefetched (the lag verl produces) and groups spanning more than k+1 steps dropped, so
+    trained data is at most k policy versions behind; the cap no longer drops the prefetched batches themselves."""
+    cfg, _ = composed(tmp_path, TRAINER_MODE=trainer_mode, STALENESS=staleness)
+    v1 = cfg.trainer.v1
+    assert v1[trainer_mode].num_warmup_batches == staleness
+    assert v1.sampler.max_off_policy_threshold == staleness + 1
+    assert v1.sampler.max_off_policy_strategy == "drop"
+
+
+@pytest.mark.parametrize("staleness", ["0", "0.0", "0.5", "2"])
+def test_fully_async_staleness_is_any_number_from_zero(tmp_path, staleness):
+    proc, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, TRAINER_MODE="fully_async",
+                               STALENESS=staleness)
+    assert proc.returncode == 0, proc.stderr
+    assert f"async_training.staleness_threshold={staleness}" in overrides_of(dry_run_argv(calls))[1]
+
+
+def test_staleness_default_is_verls_prefetch_depth(tmp_path):
+    cfg, _ = composed(tmp_path, TRAINER_MODE="colocate_async")
+    assert cfg.trainer.v1.colocate_async.num_warmup_batches == 1
+    assert cfg.trainer.v1.sampler.max_off_policy_threshold == 2
+
+
+def test_separate_async_serves_rollout_from_the_standalone_pool_only(tmp_path):
+    """hybrid_engine=False: verl builds no colocated rollout replicas on the trainer GPUs (trainer_separate_async.py)."""
+    cfg, report = composed(tmp_path, TRAINER_MODE="separate_async", N_GPUS_PER_NODE=4, ROLLOUT_GPUS_PER_NODE=2)
+    assert cfg.actor_rollout_ref.hybrid_engine is False
+    assert report.settings["rollout_pool"] == "1x2" and report.settings["n_gpus_per_node"] == 2
+
+
 def test_model_size_variable_selects_the_model(tmp_path):
-    _, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, MODEL_SIZE="3B")
-    _, overrides = overrides_of(dry_run_argv(calls))
+    _, overrides = recorded_overrides(tmp_path, MODEL_SIZE="3B")
     assert "actor_rollout_ref.model.path=Qwen/Qwen2.5-3B-Instruct" in overrides
 
 
+@pytest.mark.parametrize("logger", ['["console","file","tensorboard"]', '["console","file","wandb"]'])
+def test_logger_is_one_variable(tmp_path, logger):
+    _, report = composed(tmp_path, LOGGER=logger)
+    assert report.settings["logger"] == json.loads(logger)
+
+
+def test_token_budget_batching_reaches_actor_ref_and_rollout(tmp_path):
+    cfg, _ = composed(tmp_path, USE_DYNAMIC_BSZ="True", PPO_MAX_TOKEN_LEN_PER_GPU=6144)
+    arr = cfg.actor_rollout_ref
+    assert arr.actor.use_dynamic_bsz and arr.ref.log_prob_use_dynamic_bsz and arr.rollout.log_prob_use_dynamic_bsz
+    assert arr.actor.ppo_max_token_len_per_gpu == 6144
+    assert arr.ref.log_prob_max_token_len_per_gpu == arr.rollout.log_prob_max_token_len_per_gpu == 6144
+    cfg, _ = composed(tmp_path)  # default: off, budget twice the longest sequence
+    assert not cfg.actor_rollout_ref.actor.use_dynamic_bsz
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 2 * (512 + 1024)
+
+
+def test_validation_is_greedy_by_default_and_sampled_on_request(tmp_path):
+    """verl's agent loop reads only val_kwargs.temperature (not do_sample): greedy validation needs temperature 0."""
+    cfg, _ = composed(tmp_path)
+    val = cfg.actor_rollout_ref.rollout.val_kwargs
+    assert val.temperature == 0 and val.do_sample is False and val.n == 1
+    cfg, _ = composed(tmp_path, VAL_DO_SAMPLE="True", VAL_N=4)
+    val = cfg.actor_rollout_ref.rollout.val_kwargs
+    assert val.temperature == 1.0 and val.do_sample is True and val.n == 4
+
+
+def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
+    cfg, report = composed(tmp_path, "dapo_qwen3_4b")
+    s, arr = report.settings, cfg.actor_rollout_ref
+    assert s["model"] == "Qwen/Qwen3-4B-Base"
+    assert s["train_batch_size"] == 64 and s["rollout_n"] == 8 and s["ppo_mini_batch_size"] == 16
+    assert s["optimizer_steps_per_rollout"] == 4 and s["lr"] == 1e-6 and s["grad_clip"] == 1.0
+    assert s["max_response_length"] == 8192 and arr.actor.loss_scale_factor == 8192
+    assert s["loss_agg_mode"] == "seq-mean-token-sum-norm"
+    assert s["temperature"] == 1.0 and s["top_p"] == 1.0 and s["top_k"] == -1
+    assert s["use_kl_loss"] is False and s["use_kl_in_reward"] is False and s["entropy_coeff"] == 0
+    assert s["norm_adv_by_std_in_grpo"] is False and s["bypass_mode"] is True
+    val = arr.rollout.val_kwargs
+    assert val.n == 16 and val.do_sample is True and val.temperature == 1.0 and val.top_p == 1.0
+    assert [os.path.basename(f) for f in s["val_files"]] == ["aime24.parquet", "aime25.parquet"]
+    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2048 + 8192
+    assert arr.rollout.tensor_model_parallel_size == 2 and s["total_training_steps"] == 800
+    # the chat-template switch docs/reproduction.md suggests composes
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", "+data.apply_chat_template_kwargs.enable_thinking=True")
+    assert cfg.data.apply_chat_template_kwargs.enable_thinking is True
+
+
+# ----------------------------------------------------------------------------------------- REWARD=math_verify
+def test_math_verify_reward_without_the_package_is_one_clear_line(tmp_path):
+    proc = subprocess.run(["bash", RECIPES["dapo_qwen3_4b"]], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env=_env(tmp_path, PYTHON=sys.executable, REWARD="math_verify", DRY_RUN=1,
+                                                 SKIP_DOCTOR=1))
+    if importlib.util.find_spec("math_verify") is not None:
+        pytest.skip("math-verify is installed here")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "pip install math-verify" in lines[0], proc.stderr
+
+
+def test_math_verify_reward_is_verls_custom_reward_function(tmp_path):
+    """REWARD=math_verify selects verl_drpo.rewards.math_verify_score (tested in test_rewards_on_cpu.py) through
+    verl's reward.custom_reward_function hook; the default keeps verl's scorer of the data_source."""
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="math_verify")  # the stand-in's package probes succeed
+    assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.rewards"
+    assert cfg.reward.custom_reward_function.name == "math_verify_score"
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b")
+    assert cfg.reward.custom_reward_function.path is None
+
+
 # ----------------------------------------------------------------------------------------- dry_run's own checks
-def _base(tmp_path):
-    _, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1)
-    return overrides_of(dry_run_argv(calls))
-
-
 def test_unregistered_loss_mode_is_caught(tmp_path):
-    entry, overrides = _base(tmp_path)
+    entry, overrides = recorded_overrides(tmp_path)
     with pytest.raises(dry_run.DryRunError) as err:
         dry_run.run_dry([*overrides, "actor_rollout_ref.actor.policy_loss.loss_mode=not_a_loss"], entry)
     assert err.value.exit_code in (dry_run.EXIT_INVALID, dry_run.EXIT_UNREGISTERED)
@@ -213,7 +462,7 @@ def test_unregistered_loss_mode_is_caught(tmp_path):
 
 def test_unregistered_loss_mode_behind_verls_own_config_class(tmp_path):
     """verl's PolicyLossConfig accepts any loss_mode string; only the registry check stops it before Ray."""
-    entry, overrides = _base(tmp_path)
+    entry, overrides = recorded_overrides(tmp_path)
     overrides = [o for o in overrides if "drpo_delta" not in o]
     with pytest.raises(dry_run.DryRunError) as err:
         dry_run.run_dry([*overrides,
@@ -223,37 +472,63 @@ def test_unregistered_loss_mode_behind_verls_own_config_class(tmp_path):
 
 
 def test_unknown_plus_field_is_caught_by_validation(tmp_path):
-    entry, overrides = _base(tmp_path)
+    entry, overrides = recorded_overrides(tmp_path)
     with pytest.raises(dry_run.DryRunError) as err:
         dry_run.run_dry([*overrides, "+actor_rollout_ref.actor.policy_loss.drpo_detla=1.0"], entry)
     assert err.value.exit_code == dry_run.EXIT_INVALID and "drpo_detla" in str(err.value)
 
 
 def test_separate_async_batch_rule_is_checked(tmp_path):
-    _, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, TRAINER_MODE="separate_async")
-    entry, overrides = overrides_of(dry_run_argv(calls))
+    entry, overrides = recorded_overrides(tmp_path, TRAINER_MODE="separate_async")
     with pytest.raises(dry_run.DryRunError, match="parameter_sync_step"):
         dry_run.run_dry([*overrides, "trainer.v1.separate_async.parameter_sync_step=3"], entry)
 
 
 def test_truncated_sampling_is_warned(tmp_path):
-    entry, overrides = _base(tmp_path)
+    entry, overrides = recorded_overrides(tmp_path)
     report = dry_run.run_dry([*overrides, "actor_rollout_ref.rollout.top_p=0.9"], entry)
     assert any("truncates the sampling distribution" in w for w in report.warnings)
 
 
-# ----------------------------------------------------------------------------------------- the sweep
-def test_sweep_runs_every_loss_mode_and_seed(tmp_path):
-    calls_dir = tmp_path / "calls"
-    calls_dir.mkdir()
-    proc = subprocess.run(
-        ["bash", os.path.join(ROOT, "recipe", "drpo", "sweep.sh"), "trainer.total_training_steps=2"],
-        env=_env(tmp_path, PYTHON=FAKE_PYTHON, FAKE_PYTHON_DIR=calls_dir, LOSS_MODES="drpo vanilla", SEEDS="1 2",
-                 RECIPE="math"),
-        capture_output=True, text=True, timeout=120,
-    )
+def test_non_unit_temperature_is_warned_once(tmp_path):
+    _, report = composed(tmp_path, TEMPERATURE="0.7")
+    assert report.settings["temperature"] == 0.7
+    assert len([w for w in report.warnings if "temperature" in w]) == 1
+
+
+# ----------------------------------------------------------------------------------------- outputs are never lost
+def test_a_real_run_never_truncates_an_earlier_runs_metrics(tmp_path):
+    """verl's file logger opens <experiment>.jsonl with "wb"; the recipe points a re-run at a fresh file instead."""
+    metrics = tmp_path / "runs" / "verl_drpo_gsm8k"
+    metrics.mkdir(parents=True)
+    (metrics / "exp.jsonl").write_text('{"step": 1}\n')
+    (metrics / "exp.run2.jsonl").write_text('{"step": 1}\n')
+    env_log = tmp_path / "env.log"
+    proc, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=0, EXPERIMENT_NAME="exp",
+                               FAKE_ENV_LOG=env_log)
+    assert proc.returncode == 0, proc.stderr
+    assert env_log.read_text().strip() == f"VERL_FILE_LOGGER_PATH={metrics / 'exp.run3.jsonl'}"
+    assert "exp.run3.jsonl" in proc.stderr
+    # a first run keeps verl's own name
+    proc, _ = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=0, EXPERIMENT_NAME="new", FAKE_ENV_LOG=env_log)
+    assert env_log.read_text().splitlines()[-1] == "VERL_FILE_LOGGER_PATH="
+
+
+def _sweep(tmp_path, *args, **env):
+    calls_dir = _calls_dir(tmp_path)
+    proc = subprocess.run(["bash", SWEEP, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=_env(tmp_path, PYTHON=FAKE_PYTHON, FAKE_PYTHON_DIR=calls_dir,
+                                   FAKE_REAL_PYTHON=sys.executable, **env))
+    return proc, _read_calls(calls_dir)
+
+
+def test_sweep_runs_every_loss_mode_and_seed_and_appends_to_its_logs(tmp_path):
+    logs = tmp_path / "runs" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "math-drpo-sync-seed1.log").write_text("an earlier run's log\n")
+    proc, calls = _sweep(tmp_path, "trainer.total_training_steps=2", LOSS_MODES="drpo vanilla", SEEDS="1 2",
+                         RECIPE="math")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    calls = [[a.decode() for a in p.read_bytes().split(b"\0")[:-1]] for p in sorted(calls_dir.iterdir())]
     assert calls[0] == ["-m", "verl_drpo", "doctor", "--quick"]  # once for the whole sweep
     runs = calls[1:]
     assert len(runs) == 4 and all(c[:2] == ["-m", "verl.trainer.main_ppo"] for c in runs)
@@ -266,12 +541,27 @@ def test_sweep_runs_every_loss_mode_and_seed(tmp_path):
         assert call[-1] == "trainer.total_training_steps=2"
         seen.add((mode, seed))
     assert seen == {("drpo", "1"), ("drpo", "2"), ("vanilla", "1"), ("vanilla", "2")}
-    assert sorted(os.listdir(tmp_path / "runs" / "logs")) == sorted(f"math-{m}-sync-seed{s}.log" for m, s in seen)
+    assert sorted(os.listdir(logs)) == sorted(f"math-{m}-sync-seed{s}.log" for m, s in seen)
+    kept = (logs / "math-drpo-sync-seed1.log").read_text()
+    assert kept.startswith("an earlier run's log\n") and "=== sweep run math-drpo-sync-seed1" in kept
 
 
-def test_non_unit_temperature_is_warned_once(tmp_path):
-    _, calls = record_calls(tmp_path, "gsm8k", SKIP_DOCTOR=1, DRY_RUN=1, TEMPERATURE="0.7")
-    entry, overrides = overrides_of(dry_run_argv(calls))
-    report = dry_run.run_dry(overrides, entry)
-    assert report.settings["temperature"] == 0.7
-    assert len([w for w in report.warnings if "temperature" in w]) == 1
+def test_sweep_dry_run_writes_no_log(tmp_path):
+    logs = tmp_path / "runs" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "gsm8k-drpo-sync-seed1.log").write_text("the real run's log\n")
+    proc, calls = _sweep(tmp_path, DRY_RUN=1, LOSS_MODES="drpo", SEEDS="1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [c[:2] for c in calls[1:]] == [["-m", "verl_drpo.dry_run"]]
+    assert (logs / "gsm8k-drpo-sync-seed1.log").read_text() == "the real run's log\n"
+    assert os.listdir(logs) == ["gsm8k-drpo-sync-seed1.log"]
+    assert "no log written" in proc.stdout and "all runs finished" not in proc.stdout
+    # and into a fresh root it creates nothing at all
+    proc, _ = _sweep(tmp_path, DRY_RUN=1, LOSS_MODES="drpo", SEEDS="1", VERL_FILE_LOGGER_ROOT=tmp_path / "fresh")
+    assert proc.returncode == 0 and not (tmp_path / "fresh").exists()
+
+
+def test_sweep_bad_value_is_one_clear_line(tmp_path):
+    proc, calls = _sweep(tmp_path, RECIPE="gsm9k")
+    assert proc.returncode == 2 and calls == []
+    assert proc.stderr.strip() == "sweep.sh: RECIPE=gsm9k: must be one of: gsm8k math dapo_qwen3_4b"

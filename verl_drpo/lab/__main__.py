@@ -5,28 +5,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from . import DEFAULT_SEEDS, DEFAULT_SETTINGS, QUICK
-from .train import LabConfig, Setting
-from .verl_path import DEFAULT_METHODS, METHODS
+from .design import DEFAULT, DESIGNS, DTYPES, METHODS, REFERENCES, Design, Setting
+
+PROG = "python -m verl_drpo.lab"
+# CPU features that select different kernels (and so different float round-off) in torch's CPU backend
+KERNEL_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def _ints(s: str) -> list[int]:
     try:
         return [int(x) for x in s.split(",") if x.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from e
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
 
 
 def _floats(s: str) -> list[float]:
     try:
         return [float(x) for x in s.split(",") if x.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from e
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
 
 
 def _methods(s: str) -> list[str]:
@@ -34,113 +40,186 @@ def _methods(s: str) -> list[str]:
     bad = [m for m in ms if m not in METHODS]
     if bad or not ms:
         raise argparse.ArgumentTypeError(f"unknown method(s) {bad or s!r}; choose from {', '.join(METHODS)}")
+    if len(set(ms)) != len(ms):
+        raise argparse.ArgumentTypeError(f"duplicate method in {s!r}")
     return ms
 
 
 def _seeds(s: str) -> list[int]:
     xs = _ints(s)
-    if "," not in s and len(xs) == 1:  # "--seeds 3" means seeds 0, 1, 2
-        if xs[0] < 1:
-            raise argparse.ArgumentTypeError("--seeds N needs N >= 1")
+    if "," not in s and len(xs) == 1:  # "--seeds 5" means seeds 0..4
+        if xs[0] < 2:
+            raise argparse.ArgumentTypeError("--seeds N needs N >= 2 (paired intervals need two seeds)")
         return list(range(xs[0]))
+    if not xs:
+        raise argparse.ArgumentTypeError("empty seed list")
+    if len(set(xs)) != len(xs):
+        raise argparse.ArgumentTypeError(f"duplicate seed in {s!r}")
+    if any(x < 0 for x in xs):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {s!r}")
     return xs
 
 
-def _versions() -> dict:
-    """Library versions and the checkout's commit, so that a results file says what produced it."""
-    import subprocess
-
-    import torch
-    import transformers
-    import verl
-
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parent, check=False)
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "verl": verl.__version__,
-            "git_commit": git.stdout.strip() or None}
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m verl_drpo.lab",
+        prog=PROG,
         description="Off-policy lab: DRPO and its baselines through verl's ppo_loss on a tiny Qwen2 policy, "
-        "under controlled staleness and training-inference mismatch. Settings are the product "
-        "--staleness x --mismatch; without either flag the default pair of settings is "
-        + "; ".join(f"k={k},sigma={s:g}" for k, s in DEFAULT_SETTINGS) + ".",
+        "under controlled staleness and training-inference mismatch, with paired comparisons against "
+        f"{' and '.join(REFERENCES)}. Without --staleness/--mismatch the design's settings are used "
+        f"(default: {'; '.join(s.name for s in DEFAULT.settings)}).",
     )
-    p.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
-                   help=f"comma list from {', '.join(METHODS)} (default: all)")
-    p.add_argument("--staleness", type=_ints, default=None,
-                   help="comma list of k: rollouts come from the weights of k optimizer steps ago (default 0)")
-    p.add_argument("--mismatch", type=_floats, default=None,
-                   help="comma list of sigma: std of Gaussian noise added to the behaviour logits (default 0)")
-    p.add_argument("--seeds", type=_seeds, default=list(range(DEFAULT_SEEDS)),
-                   help=f"N (seeds 0..N-1) or a comma list (default {DEFAULT_SEEDS})")
-    p.add_argument("--steps", type=int, default=None, help="RL steps (rollouts) per run (default from the design)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="CI run: every default method, one seed, a few steps")
+    mode.add_argument("--full", action="store_true", help="the wide design (see docs/lab.md for its cost)")
+    p.add_argument("--methods", type=_methods, default=None, help=f"comma list from {', '.join(METHODS)}")
+    p.add_argument("--staleness", type=_ints, default=None, help="comma list of k (optimizer steps of staleness)")
+    p.add_argument("--mismatch", type=_floats, default=None, help="comma list of sigma (behaviour logit noise std)")
+    p.add_argument("--seeds", type=_seeds, default=None, help="N (seeds 0..N-1) or a comma list")
+    p.add_argument("--steps", type=_positive, default=None, help="RL steps (rollouts) per run")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="float environment (default float32)")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1), help="worker processes")
     p.add_argument("--out", type=Path, default=Path("runs/lab"), help="output folder (default runs/lab)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
-    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (CI): tiny schedule")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = LabConfig()
-    methods, seeds = args.methods, args.seeds
-    given_seeds = "--seeds" in " ".join(argv if argv is not None else sys.argv[1:])
-    if args.quick:
-        cfg = replace(cfg, **QUICK["config"])
-        if not given_seeds:
-            seeds = [0]
-    if args.staleness is None and args.mismatch is None:
-        pairs = QUICK["settings"] if args.quick else DEFAULT_SETTINGS
-    else:
-        pairs = [(k, s) for k in (args.staleness or [0]) for s in (args.mismatch or [0.0])]
+def design_from_args(args) -> Design:
+    base = DESIGNS["quick" if args.quick else "full" if args.full else "default"]
+    cfg = replace(base.config, dtype=args.dtype)
     if args.steps is not None:
-        cfg = replace(cfg, steps=args.steps)
-    if args.workers < 1:
-        raise SystemExit("--workers must be >= 1")
-    try:
-        settings = tuple(Setting(k, s) for k, s in pairs)
-    except ValueError as e:
-        raise SystemExit(f"python -m verl_drpo.lab: error: {e}") from None
-    from .runner import Grid, run_grid
-    from .report import plot, write_outputs
+        cfg = replace(cfg, steps=args.steps, eval_every=min(cfg.eval_every, args.steps))
+    if args.staleness is None and args.mismatch is None:
+        settings = base.settings
+    else:
+        settings = tuple(Setting(k, s) for k in (args.staleness or [0]) for s in (args.mismatch or [0.0]))
+        if len(set(settings)) != len(settings):
+            raise ValueError("--staleness/--mismatch: duplicate setting")
+    methods = tuple(args.methods) if args.methods else base.methods
+    seeds = tuple(args.seeds) if args.seeds is not None else base.seeds
+    return Design(base.name, cfg, methods, settings, seeds)
 
-    grid = Grid(tuple(methods), settings, tuple(seeds))
-    print(f"[lab] {len(grid.jobs)} runs: methods {','.join(methods)}; settings "
-          f"{'; '.join(s.name for s in settings)}; seeds {','.join(map(str, seeds))}; {cfg.steps} RL steps each; "
-          f"{args.workers} worker(s); output {args.out}", flush=True)
-    t0 = time.perf_counter()
-    runs, info = run_grid(cfg, grid, workers=args.workers, show_progress=not args.no_progress)
-    meta = {
-        "command": "python -m verl_drpo.lab " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "config": json.loads(json.dumps(asdict(cfg))),
-        "methods": {m: METHODS[m] for m in methods},
-        "settings": [asdict(s) | {"name": s.name} for s in settings],
-        "seeds": list(seeds),
-        "success_threshold": cfg.success_threshold,
-        "warm_start_success": info["warm_start_success"],
-        "versions": _versions(),
+
+def _cpu_flags() -> dict:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor() or None, "flags": None}
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), None)
+    flags_line = next((ln.split(":", 1)[1] for ln in text.splitlines() if ln.startswith("flags")), "")
+    have = set(flags_line.split())
+    return {"model": model, "flags": [f for f in KERNEL_FLAGS if f in have]}
+
+
+def fingerprint(design: Design, args) -> dict:
+    """What produced the numbers: library versions, float environment, threads, CPU kernel features, commit."""
+    import tokenizers
+    import torch
+    import transformers
+    import verl
+
+    here = Path(__file__).resolve().parent
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
+                           cwd=here.parent.parent, check=False)
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__, "verl": verl.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "dtype": design.config.dtype, "threads_per_worker": args.threads, "workers": args.workers,
+        "cpu": _cpu_flags(), "os_cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "git_commit": git.stdout.strip() or None, "git_dirty": bool(dirty.stdout.strip()) if git.stdout else None,
     }
-    res = write_outputs(args.out, runs, meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from .report import OutputFolder
+
+    out = OutputFolder(args.out, force=args.force)
+    try:
+        design = design_from_args(args)
+        if len(design.seeds) < 2 and not args.quick:
+            raise ValueError("--seeds: paired intervals need at least 2 seeds")
+        out.check()
+    except ValueError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _run(design, args, argv, out)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+        print(f"\n[lab] interrupted: nothing written to {args.out}", file=sys.stderr)
+        return 130
+    finally:
+        out.discard()
+
+
+def _run(design: Design, args, argv: list[str], out) -> int:
+    from .report import plot, write_outputs
+    from .runner import cpu_seconds, jobs, run_grid
+
+    cfg = design.config
+    n = len(jobs(design))
+    print(f"[lab] {design.name} design: {n} runs = methods {','.join(design.methods)} x settings "
+          f"{'; '.join(s.name for s in design.settings)} x seeds {','.join(map(str, design.seeds))}; {cfg.steps} RL "
+          f"steps each; {cfg.dtype}; {args.workers} worker(s) x {args.threads} thread(s); output {args.out}",
+          flush=True)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    runs, info = run_grid(design, workers=args.workers, threads=args.threads, show_progress=not args.no_progress)
+    meta = {
+        "command": f"{PROG} " + " ".join(argv),
+        "design": design.name,
+        "config": json.loads(json.dumps(asdict(cfg))),
+        "methods": {m: METHODS[m].describe() for m in design.methods},
+        "references": list(REFERENCES),
+        "settings": [asdict(s) | {"name": s.name} for s in design.settings],
+        "control_setting": design.settings[0].name,
+        "seeds": list(design.seeds),
+        "warm_start_success": info["warm_start_success"],
+        "mechanism_check": info["mechanism_check"],
+        "environment": fingerprint(design, args),
+    }
+    res = write_outputs(out.staging, runs, meta)
     if not args.no_plot:
-        plot(args.out / "lab.png", runs, title=f"verl_drpo.lab: {cfg.steps} RL steps, seeds {list(seeds)}")
-    wall = time.perf_counter() - t0
-    tokens = sum(r["tokens_trained"] for r in runs)
-    rl_cpu = sum(r["wall_s"] for r in runs)
+        plot(out.staging / "lab.png", runs,
+             title=f"verl_drpo.lab {design.name}: {cfg.steps} RL steps, seeds {list(design.seeds)}, {cfg.dtype}")
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    cost = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+    (out.staging / "cost.json").write_text(json.dumps(cost) + "\n")
+    out.commit()
     print()
     print(res["table"])
     print()
-    print(f"[lab] warm-start success per seed: {info['warm_start_success']}")
-    print(f"[lab] throughput: {tokens} response tokens trained in {rl_cpu:.0f} worker-seconds of RL = "
-          f"{tokens / max(rl_cpu, 1e-9):.0f} tokens/s per worker; wall {wall:.0f} s with {args.workers} worker(s)")
-    print(f"[lab] wrote {args.out}/results.json, runs.csv, summary.csv, table.md"
-          + ("" if args.no_plot else ", lab.png"))
+    print(res["report"])
+    print()
+    ws = info["warm_start_success"]
+    print(f"[lab] warm-start exact success per seed: {', '.join(f'{k}: {v:.3f}' for k, v in ws.items())}")
+    tokens = sum(r["tokens_trained"] for r in runs)
+    print(f"[lab] cost: wall {wall:.0f} s, CPU {cpu:.0f} s (user+sys, workers included); {tokens} response tokens "
+          f"trained")
+    print(f"[lab] wrote {args.out}/ (results.json, runs.csv, summary.csv, table.md, report.md, cost.json"
+          + ("" if args.no_plot else ", lab.png") + ")")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 130:  # interrupted: skip the interpreter's exit handlers, which would report the interrupt again
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -8,7 +8,9 @@ probability of each sampled token. Two knobs make it differ from the trained pol
 - mismatch ``sigma``: the behaviour logits are the policy's logits plus independent Gaussian noise of standard
   deviation ``sigma`` (in logit units, fresh per token and vocabulary entry), a stand-in for a rollout engine that
   computes the same policy differently (FP8 / BF16 kernels, other reduction orders). mu is the probability under
-  these perturbed logits, so it is exactly what the sampler used.
+  these perturbed logits, so it is exactly what the sampler used;
+- rounding: the behaviour weights rounded to bfloat16 or float16 (``round_weights``), a deterministic mismatch that
+  biases mu systematically, as a low-precision engine does.
 
 The training-inference mismatch a user can compare with a real run is the reported mean |pi - mu| over sampled
 response tokens (verl logs the same quantity as ``training/rollout_probs_diff_mean``).
@@ -25,20 +27,13 @@ from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Size of the tiny Qwen2-architecture policy (built offline from a config, random init)."""
-
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
+from .design import ModelSpec
 
 
-def build_model(vocab_size: int, spec: ModelSpec = ModelSpec(), max_positions: int = 32, seed: int = 0):
-    """A transformers Qwen2ForCausalLM with the given size, initialised from `seed`, in float32 on CPU."""
+def build_model(vocab_size: int, spec: ModelSpec = ModelSpec(), max_positions: int = 32, seed: int = 0,
+                dtype: str = "float32"):
+    """A transformers Qwen2ForCausalLM with the given size, initialised from `seed` (in float32, so that both
+    float environments start from the same numbers), then cast to `dtype`, on CPU."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(
@@ -54,20 +49,43 @@ def build_model(vocab_size: int, spec: ModelSpec = ModelSpec(), max_positions: i
     )
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg)
-    return model.float()
+    model = Qwen2ForCausalLM(cfg).float()
+    return model.to(getattr(torch, dtype))
+
+
+@torch.no_grad()
+def round_weights(model, fmt: str) -> None:
+    """Round every parameter to `fmt` ("bfloat16" or "float16") and back, in place."""
+    low = getattr(torch, fmt)
+    for p in model.parameters():
+        p.copy_(p.to(low).to(p.dtype))
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def attention_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(bs, 1, L, L) additive attention mask: causal, padding keys masked, and every position allowed to see itself.
+
+    The diagonal matters only for padding positions, whose outputs are never used: without it a left-padding query
+    sees no key at all, and in float64 transformers' own mask then yields NaN there, which backpropagates NaN into
+    every weight. Real positions get exactly the mask transformers builds (bit-identical logits in float32)."""
+    length = attention_mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    allowed = (causal[None] & attention_mask.bool()[:, None, :]) | torch.eye(length, dtype=torch.bool)[None]
+    zero, blocked = torch.zeros((), dtype=dtype), torch.full((), torch.finfo(dtype).min, dtype=dtype)
+    return torch.where(allowed, zero, blocked)[:, None]
+
+
 def next_token_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Logits (bs, seq_len, vocab) in float32; position t predicts token t + 1."""
+    """Logits (bs, seq_len, vocab) in the model's float type (at least float32); position t predicts token t + 1."""
     out = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+        input_ids=input_ids,
+        attention_mask=attention_bias(attention_mask, model.dtype),
+        position_ids=position_ids_from_mask(attention_mask),
     )
-    return out.logits.float()
+    return out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
 
 
 def sequence_log_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -129,12 +147,12 @@ def generate(
     pad_id: int,
     gen: torch.Generator | None,
     logit_noise_std: float = 0.0,
-    greedy: bool = False,
 ) -> Rollout:
-    """Sample (temperature 1) or decode greedily; return the rollout with log mu of every sampled token.
+    """Sample at temperature 1; return the rollout with log mu of every sampled token.
 
     With ``logit_noise_std > 0`` the sampler uses logits + N(0, std^2) noise drawn from ``gen`` (the mismatch knob);
-    mu is then the probability under the noisy logits, the distribution that actually sampled the token.
+    mu is then the probability under the noisy logits, the distribution that actually sampled the token. The noise
+    is drawn in float32 whatever the model's float type, so both float environments consume the same random stream.
     """
     if logit_noise_std < 0 or not torch.isfinite(torch.tensor(logit_noise_std)):
         raise ValueError(f"logit_noise_std must be finite and >= 0, got {logit_noise_std}")
@@ -146,17 +164,14 @@ def generate(
     for _ in range(max_new_tokens):
         logits = next_token_logits(model, ids, mask)[:, -1]
         if logit_noise_std > 0:
-            logits = logits + logit_noise_std * torch.randn(logits.shape, generator=gen)
+            logits = logits + logit_noise_std * torch.randn(logits.shape, generator=gen).to(logits.dtype)
         logp_all = torch.log_softmax(logits, dim=-1)
-        if greedy:
-            tok = logp_all.argmax(-1)
-        else:
-            tok = torch.multinomial(logp_all.exp(), 1, generator=gen).squeeze(-1)
+        tok = torch.multinomial(logp_all.exp(), 1, generator=gen).squeeze(-1)
         alive = ~done
         tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
         out_ids.append(tok)
         out_mask.append(alive.long())
-        out_logp.append(torch.where(alive, logp_all.gather(-1, tok[:, None]).squeeze(-1), torch.zeros(bs)))
+        out_logp.append(torch.where(alive, logp_all.gather(-1, tok[:, None]).squeeze(-1), logp_all.new_zeros(bs)))
         done = done | (tok == eos_id)
         ids = torch.cat([ids, tok[:, None]], dim=1)
         mask = torch.cat([mask, alive.long()[:, None]], dim=1)

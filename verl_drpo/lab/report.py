@@ -1,76 +1,136 @@
-"""Aggregation over seeds, the results table, CSV/JSON files and the figure."""
+"""Aggregation over seeds, paired comparisons, the generated conclusions, the output files and the figure."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+import shutil
 import statistics
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-# keys of verl's / the plugin's loss metrics shown in the table (means over all updates of a run)
-DRPO_WEIGHT_KEY = "actor/drpo/weight_mean"
-# fraction of tokens beyond the Binary-TV boundary |pi - mu| > delta; the plugin reports the two sides separately
-DRPO_BEYOND_KEYS = ("actor/drpo/beyond_boundary_pos_frac", "actor/drpo/beyond_boundary_neg_frac")
-TIMING_KEYS = ("wall_s",)
+from .design import REFERENCES
+
+# Student-t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95 % intervals); 1.96 beyond.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+VERL_CLIPFRAC = "actor/pg_clipfrac"
 
 RUN_COLUMNS = (
-    "method", "setting", "staleness", "mismatch", "seed", "start_success", "final_success", "best_success", "auc",
-    "steps_to_threshold", "collapsed", "skipped_updates", "abs_prob_diff_mean", "ratio_max", "grad_norm_mean",
-    "drpo_weight_mean", "drpo_beyond_boundary_frac", "tokens_trained", "wall_s",
+    "method", "setting", "staleness", "mismatch", "rounding", "seed", "start_success", "final_success", "auc",
+    "final_sampled_success", "stopped_at", "skipped_updates", "nonzero_adv_frac", "abs_prob_diff_mean", "ratio_max",
+    "grad_norm_median", "grad_norm_max", "w_mean", "w_min", "w_max", "beyond_own_boundary", "verl_clipfrac",
+    "tokens_trained", "wall_s",
 )
-SUMMARY_COLUMNS = (
-    "method", "setting", "seeds", "final_mean", "final_std", "best_mean", "auc_mean", "auc_std",
-    "steps_to_threshold_median", "reached_threshold", "collapsed", "abs_prob_diff_mean", "ratio_max",
-    "grad_norm_mean", "drpo_weight_mean", "drpo_beyond_boundary_frac",
-)
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        raise ValueError("a confidence interval needs at least 2 paired values")
+    return T975[df - 1] if df <= len(T975) else 1.96
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of paired differences with its two-sided 95 % t-interval (sample std, n - 1)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def resolved(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def text(self, fmt: str = "{:+.3f}") -> str:
+        return f"{fmt.format(self.mean)} [{fmt.format(self.low)}, {fmt.format(self.high)}]"
+
+
+def paired_interval(xs: list[float], ys: list[float]) -> Interval:
+    """95 % t-interval of mean(x_i - y_i) over pairs (the same seed)."""
+    if len(xs) != len(ys):
+        raise ValueError(f"paired values need equal lengths, got {len(xs)} and {len(ys)}")
+    d = [x - y for x, y in zip(xs, ys)]
+    if len(d) < 2:
+        raise ValueError("a confidence interval needs at least 2 paired values")
+    m = statistics.fmean(d)
+    half = t975(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    return Interval(m, m - half, m + half, len(d))
 
 
 def run_row(r: dict) -> dict:
-    lm = r.get("loss_metrics", {})
     row = {k: r.get(k) for k in RUN_COLUMNS}
-    row["drpo_weight_mean"] = lm.get(DRPO_WEIGHT_KEY)
-    sides = [lm[k] for k in DRPO_BEYOND_KEYS if k in lm]
-    row["drpo_beyond_boundary_frac"] = sum(sides) if sides else None
+    row["verl_clipfrac"] = r.get("loss_metrics", {}).get(VERL_CLIPFRAC)
     return row
 
 
 def _mean(xs):
-    xs = [x for x in xs if x is not None]
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
     return statistics.fmean(xs) if xs else None
 
 
-def _std(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.pstdev(xs) if len(xs) > 1 else (0.0 if xs else None)
+def _by_seed(runs, setting, method, key):
+    return {r["seed"]: r[key] for r in runs if r["setting"] == setting and r["method"] == method}
 
 
 def summarize_runs(runs: list[dict]) -> list[dict]:
-    """One row per (setting, method), in the order they first appear, with mean/std over seeds."""
+    """One row per (setting, method), in grid order: means over seeds and paired differences to the references."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["setting"], r["method"]), []).append(run_row(r))
+        groups.setdefault((r["setting"], r["method"]), []).append(r)
     out = []
-    for (setting, method), rows in groups.items():
-        reached = [x["steps_to_threshold"] for x in rows if x["steps_to_threshold"] is not None]
-        out.append({
-            "method": method,
-            "setting": setting,
-            "seeds": len(rows),
+    for (setting, method), rs in groups.items():
+        rows = [run_row(r) for r in rs]
+        row = {
+            "setting": setting, "method": method, "seeds": len(rs),
+            "start_mean": _mean([x["start_success"] for x in rows]),
             "final_mean": _mean([x["final_success"] for x in rows]),
-            "final_std": _std([x["final_success"] for x in rows]),
-            "best_mean": _mean([x["best_success"] for x in rows]),
+            "final_sd": statistics.stdev([x["final_success"] for x in rows]) if len(rows) > 1 else None,
             "auc_mean": _mean([x["auc"] for x in rows]),
-            "auc_std": _std([x["auc"] for x in rows]),
-            "steps_to_threshold_median": statistics.median(reached) if reached else None,
-            "reached_threshold": len(reached),
-            "collapsed": sum(bool(x["collapsed"]) for x in rows),
+            "final_sampled_mean": _mean([x["final_sampled_success"] for x in rows]),
+            "stopped": sum(x["stopped_at"] is not None for x in rows),
             "abs_prob_diff_mean": _mean([x["abs_prob_diff_mean"] for x in rows]),
             "ratio_max": max(x["ratio_max"] for x in rows),
-            "grad_norm_mean": _mean([x["grad_norm_mean"] for x in rows]),
-            "drpo_weight_mean": _mean([x["drpo_weight_mean"] for x in rows]),
-            "drpo_beyond_boundary_frac": _mean([x["drpo_beyond_boundary_frac"] for x in rows]),
-        })
+            "grad_norm_median": statistics.median([x["grad_norm_median"] for x in rows]),
+            "grad_norm_max": max(x["grad_norm_max"] for x in rows),
+            "w_mean": _mean([x["w_mean"] for x in rows]),
+            "w_min": min(x["w_min"] for x in rows),
+            "w_max": max(x["w_max"] for x in rows),
+            "beyond_own_boundary": _mean([x["beyond_own_boundary"] for x in rows]),
+            "verl_clipfrac": _mean([x["verl_clipfrac"] for x in rows]),
+            "nonzero_adv_frac": _mean([x["nonzero_adv_frac"] for x in rows]),
+        }
+        for ref in REFERENCES:
+            for key in ("auc", "final_success"):
+                mine, theirs = _by_seed(runs, setting, method, key), _by_seed(runs, setting, ref, key)
+                seeds = sorted(set(mine) & set(theirs))
+                short = "auc" if key == "auc" else "final"
+                if method != ref and len(seeds) >= 2:
+                    iv = paired_interval([mine[s] for s in seeds], [theirs[s] for s in seeds])
+                    row[f"d_{short}_vs_{ref}"] = iv.__dict__ | {"resolved": iv.resolved}
+                else:
+                    row[f"d_{short}_vs_{ref}"] = None
+        out.append(row)
+    return out
+
+
+def learning_check(runs: list[dict], setting: str) -> dict | None:
+    """On-policy climb: paired (final - start) per method of `setting`, and the spread of the start over seeds."""
+    rs = [r for r in runs if r["setting"] == setting]
+    if not rs:
+        return None
+    starts = {r["seed"]: r["start_success"] for r in rs}
+    out = {"setting": setting, "start_sd_over_seeds": statistics.stdev(starts.values()) if len(starts) > 1 else None,
+           "gain": {}}
+    for method in dict.fromkeys(r["method"] for r in rs):
+        f, s = _by_seed(runs, setting, method, "final_success"), _by_seed(runs, setting, method, "start_success")
+        seeds = sorted(f)
+        if len(seeds) >= 2:
+            out["gain"][method] = paired_interval([f[x] for x in seeds], [s[x] for x in seeds]).__dict__
     return out
 
 
@@ -80,46 +140,179 @@ def _f(x, fmt="{:.3f}"):
     return fmt.format(x)
 
 
-def format_table(summary: list[dict], threshold: float) -> str:
-    """A Markdown table (readable in a terminal too)."""
-    head = ("| setting | method | final | best | AUC | steps to {t:g} | collapsed | mean abs(pi-mu) | max r | "
-            "grad norm | DRPO w mean | beyond bdry |").format(t=threshold)
-    lines = [head, "|" + "|".join(["---"] * 12) + "|"]
+def _iv(d):
+    if d is None:
+        return "ref"
+    return Interval(d["mean"], d["low"], d["high"], d["n"]).text() + (" *" if d["resolved"] else "")
+
+
+def format_tables(summary: list[dict]) -> str:
+    """Two Markdown tables: outcomes with paired differences, and diagnostics."""
+    refs = REFERENCES
+    head = ["setting", "method", "start", "final", "AUC"] + [f"ΔAUC vs {r}" for r in refs] + \
+        [f"Δfinal vs {r}" for r in refs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for s in summary:
-        n = s["seeds"]
-        stt = "-" if s["steps_to_threshold_median"] is None else f"{s['steps_to_threshold_median']:g}"
-        lines.append(
-            f"| {s['setting']} | {s['method']} | {_f(s['final_mean'])} ± {_f(s['final_std'], '{:.2f}')} | "
-            f"{_f(s['best_mean'])} | {_f(s['auc_mean'])} ± {_f(s['auc_std'], '{:.2f}')} | "
-            f"{stt} ({s['reached_threshold']}/{n}) | {s['collapsed']}/{n} | {_f(s['abs_prob_diff_mean'], '{:.4f}')} | "
-            f"{_f(s['ratio_max'], '{:.3g}')} | {_f(s['grad_norm_mean'])} | {_f(s['drpo_weight_mean'])} | "
-            f"{_f(s['drpo_beyond_boundary_frac'], '{:.4f}')} |"
-        )
+        cells = [s["setting"], s["method"], _f(s["start_mean"]), _f(s["final_mean"]), _f(s["auc_mean"])]
+        cells += [_iv(s[f"d_auc_vs_{r}"]) for r in refs] + [_iv(s[f"d_final_vs_{r}"]) for r in refs]
+        lines.append("| " + " | ".join(cells) + " |")
+    head2 = ["setting", "method", "mean abs(π−μ)", "max r", "w mean", "w min", "w max", "beyond own bdry",
+             "verl pg_clipfrac", "grad norm median", "grad norm max", "sampled final", "stopped"]
+    lines += ["", "| " + " | ".join(head2) + " |", "|" + "|".join(["---"] * len(head2)) + "|"]
+    for s in summary:
+        cells = [s["setting"], s["method"], _f(s["abs_prob_diff_mean"], "{:.4f}"), _f(s["ratio_max"], "{:.3g}"),
+                 _f(s["w_mean"]), _f(s["w_min"], "{:.3g}"), _f(s["w_max"], "{:.3g}"),
+                 _f(s["beyond_own_boundary"], "{:.4f}"), _f(s["verl_clipfrac"], "{:.4f}"),
+                 _f(s["grad_norm_median"]), _f(s["grad_norm_max"], "{:.3g}"), _f(s["final_sampled_mean"]),
+                 f"{s['stopped']}/{s['seeds']}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_outputs(out: Path, runs: list[dict], meta: dict) -> dict:
-    """results.json (everything), runs.csv (one row per run), summary.csv (per setting x method), table.md."""
-    out.mkdir(parents=True, exist_ok=True)
+def conclusions(summary: list[dict], learning: dict | None) -> list[str]:
+    """Sentences generated from the table: a difference is stated only where its 95 % interval excludes 0."""
+    out = []
+    if learning:
+        for method, g in learning["gain"].items():
+            iv = Interval(g["mean"], g["low"], g["high"], g["n"])
+            verdict = ("rises" if iv.low > 0 else "falls" if iv.high < 0 else "shows no resolved change")
+            out.append(f"On-policy ({learning['setting']}), {method} {verdict}: final − start = {iv.text()} "
+                       f"(seed spread of the start: sd {_f(learning['start_sd_over_seeds'])}).")
+    for setting in dict.fromkeys(s["setting"] for s in summary):
+        rows = [s for s in summary if s["setting"] == setting]
+        for ref in REFERENCES:
+            resolved, unresolved = [], []
+            for s in rows:
+                if s["method"] == ref:
+                    continue
+                for short, label in (("auc", "AUC"), ("final", "final success")):
+                    d = s[f"d_{short}_vs_{ref}"]
+                    if d is None:
+                        continue
+                    if d["resolved"]:
+                        word = "higher" if d["mean"] > 0 else "lower"
+                        resolved.append(f"{s['method']} has a {word} {label} than {ref} "
+                                        f"({_iv(d).rstrip(' *')})")
+                    else:
+                        unresolved.append(f"{s['method']} ({label})")
+            if not resolved and not unresolved:
+                out.append(f"{setting}, against {ref}: one seed only, no intervals.")
+                continue
+            text = f"{setting}, against {ref}: "
+            text += ("; ".join(resolved) + ". " if resolved else "")
+            if unresolved:
+                text += "No difference resolved for " + ", ".join(unresolved) + "."
+            out.append(text.strip())
+    return out
+
+
+def resolved_signs(summary: list[dict]) -> dict[str, int]:
+    """{"setting|method|metric|ref": +1 or -1} for every resolved paired difference (for cross-environment checks)."""
+    out = {}
+    for s in summary:
+        for ref in REFERENCES:
+            for short in ("auc", "final"):
+                d = s[f"d_{short}_vs_{ref}"]
+                if d is not None and d["resolved"]:
+                    out[f"{s['setting']}|{s['method']}|{short}|{ref}"] = 1 if d["mean"] > 0 else -1
+    return out
+
+
+def compare_environments(a: dict, b: dict) -> dict:
+    """Resolved signs of two results files (dicts from results.json): agreements, flips, one-sided resolutions."""
+    sa, sb = resolved_signs(a["summary"]), resolved_signs(b["summary"])
+    both = sorted(set(sa) & set(sb))
+    return {
+        "agree": [k for k in both if sa[k] == sb[k]],
+        "flipped": [k for k in both if sa[k] != sb[k]],
+        "only_first": sorted(set(sa) - set(sb)),
+        "only_second": sorted(set(sb) - set(sa)),
+    }
+
+
+def report_markdown(summary: list[dict], learning: dict | None, meta: dict) -> str:
+    lines = ["**Conclusions (generated from the table; `*` marks an interval that excludes 0):**", ""]
+    lines += [f"- {c}" for c in conclusions(summary, learning)]
+    mc = [c for c in meta.get("mechanism_check") or [] if c["relative_difference"] is not None]
+    if mc:
+        rd = [c["relative_difference"] for c in mc]
+        lines += ["", f"Mechanism check, DRPO(δ=12.5) against PG-IS on one rollout of {mc[0]['setting']} from each "
+                      f"seed's warm start: relative gradient difference ‖g_drpo − g_pg_is‖/‖g_pg_is‖ = "
+                      + ", ".join(f"{x:.4f}" for x in rd)
+                      + f" (max |π−μ| in the batch {max(c['max_abs_prob_diff'] for c in mc):.3f}; "
+                        f"the weight bound |w − 1| ≤ |π−μ|/δ gives at most "
+                        f"{max(c['max_abs_prob_diff'] for c in mc) / 12.5:.3f} per token)."]
+    return "\n".join(lines)
+
+
+class OutputFolder:
+    """The results folder, validated before any work and written atomically.
+
+    ``check()`` fails at once if ``path`` is a file, if it is a non-empty folder and ``force`` is off, or if its
+    parent is not writable (it creates the hidden staging folder next to it, which proves that). ``commit()`` moves
+    the staged files into place with renames; ``discard()`` removes the staging folder. A crash before ``commit``
+    leaves ``path`` as it was.
+    """
+
+    def __init__(self, path: Path, force: bool = False):
+        self.path = Path(path)
+        self.force = force
+        self.staging: Path | None = None
+
+    def check(self) -> None:
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"--out {p}: exists and is not a folder")
+        if p.is_dir() and any(p.iterdir()) and not self.force:
+            raise ValueError(f"--out {p}: folder is not empty (pass --force to replace it, or choose another --out)")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{p.name}.staging-", dir=p.parent))
+        except OSError as e:
+            raise ValueError(f"--out {p}: cannot write there ({e.strerror or e})") from None
+
+    def commit(self) -> None:
+        assert self.staging is not None, "check() first"
+        old = None
+        if self.path.exists():
+            old = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}")
+            os.replace(self.path, old)
+        os.replace(self.staging, self.path)
+        self.staging = None
+        if old is not None:
+            shutil.rmtree(old)
+
+    def discard(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+
+
+def write_outputs(folder: Path, runs: list[dict], meta: dict) -> dict:
+    """results.json (everything), runs.csv (one row per run), summary.csv, table.md and report.md, into `folder`."""
     summary = summarize_runs(runs)
-    (out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1,
-                                                 allow_nan=True))
-    with open(out / "runs.csv", "w", newline="") as f:
+    learning = learning_check(runs, meta["control_setting"]) if meta.get("control_setting") else None
+    (folder / "results.json").write_text(json.dumps(
+        {"meta": meta, "summary": summary, "learning": learning, "runs": runs}, indent=1, allow_nan=True))
+    with open(folder / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=RUN_COLUMNS)
         w.writeheader()
         for r in runs:
             w.writerow(run_row(r))
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+    flat = [{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in s.items()} for s in summary]
+    with open(folder / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(flat[0]))
         w.writeheader()
-        w.writerows(summary)
-    table = format_table(summary, meta["success_threshold"])
-    (out / "table.md").write_text(table + "\n")
-    return {"summary": summary, "table": table}
+        w.writerows(flat)
+    table = format_tables(summary)
+    (folder / "table.md").write_text(table + "\n")
+    report = report_markdown(summary, learning, meta)
+    (folder / "report.md").write_text(table + "\n\n" + report + "\n")
+    return {"summary": summary, "table": table, "report": report}
 
 
 def plot(out_png: Path, runs: list[dict], title: str = "") -> None:
-    """Per setting: success-rate curves (mean over seeds, shaded min..max) and mean |pi - mu| per RL step."""
+    """Per setting: exact success curves (mean over seeds, shaded mean ± sd) and mean |pi - mu| per RL step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,7 +321,7 @@ def plot(out_png: Path, runs: list[dict], title: str = "") -> None:
     settings = list(dict.fromkeys(r["setting"] for r in runs))
     methods = list(dict.fromkeys(r["method"] for r in runs))
     cmap = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(2, len(settings), figsize=(5.2 * len(settings), 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(settings), figsize=(5.0 * len(settings), 6.5), squeeze=False)
     all_s = [v for r in runs for v in r["curve"]["success"]]
     lo, hi = max(0.0, min(all_s) - 0.05), min(1.0, max(all_s) + 0.05)
     for j, setting in enumerate(settings):
@@ -142,14 +335,16 @@ def plot(out_png: Path, runs: list[dict], title: str = "") -> None:
             n = min(len(r["curve"]["success"]) for r in rs)
             ys = [[r["curve"]["success"][t] for r in rs] for t in range(n)]
             mean = [statistics.fmean(v) for v in ys]
+            sd = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in ys]
             ax_s.plot(xs[:n], mean, style, color=cmap(i % 10), label=method, lw=1.6)
-            ax_s.fill_between(xs[:n], [min(v) for v in ys], [max(v) for v in ys], color=cmap(i % 10), alpha=0.10)
+            ax_s.fill_between(xs[:n], [m - e for m, e in zip(mean, sd)], [m + e for m, e in zip(mean, sd)],
+                              color=cmap(i % 10), alpha=0.10)
             m = min(len(r["per_step"]["abs_prob_diff"]) for r in rs)
             apd = [statistics.fmean(r["per_step"]["abs_prob_diff"][t] for r in rs) for t in range(m)]
             ax_m.plot(range(1, m + 1), apd, style, color=cmap(i % 10), label=method, lw=1.2)
-        ax_s.set_title(f"{setting}: success rate (mean, min-max over seeds)", fontsize=9)
+        ax_s.set_title(f"{setting}: exact success (mean ± sd over seeds)", fontsize=9)
         ax_s.set_xlabel("RL step (rollout)")
-        ax_s.set_ylim(lo, hi)  # the same success scale in every panel
+        ax_s.set_ylim(lo, hi)
         ax_s.grid(alpha=0.3)
         ax_m.set_title(f"{setting}: mean |pi - mu| at rollout", fontsize=9)
         ax_m.set_xlabel("RL step (rollout)")
@@ -158,6 +353,5 @@ def plot(out_png: Path, runs: list[dict], title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)
     plt.close(fig)

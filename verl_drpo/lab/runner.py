@@ -1,35 +1,28 @@
-"""Runs the grid (seeds x settings x methods) in a few worker processes, deterministically.
+"""Runs a design's grid (seeds x settings x methods) in a few worker processes, deterministically.
 
 Each run depends only on (config, method, setting, seed): every worker uses one torch thread and seeded
-generators, so the results do not depend on the number of workers or the order runs finish in.
+generators, so the results do not depend on the number of workers or the order runs finish in. Workers ignore
+Ctrl-C; the driver stops them and exits with one line.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-import time
-from dataclasses import dataclass
 from multiprocessing import get_context
 
 import torch
 
-from .train import LabConfig, Setting, run_rl, warm_start
+from .design import Design
+from .train import gradient_relative_difference, run_rl, warm_start
+
+MECHANISM_CHECK = ("drpo", "pg_is")  # DRPO at the paper's delta = 12.5 against the unregularized surrogate
 
 
-@dataclass(frozen=True)
-class Grid:
-    methods: tuple[str, ...]
-    settings: tuple[Setting, ...]
-    seeds: tuple[int, ...]
-
-    @property
-    def jobs(self) -> list[tuple[str, Setting, int]]:
-        return [(m, st, sd) for st in self.settings for m in self.methods for sd in self.seeds]
-
-
-def _init_worker():
-    torch.set_num_threads(1)
+def _init_worker(threads: int = 1):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    torch.set_num_threads(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -44,43 +37,64 @@ def _rl(args):
     return run_rl(method, setting, seed, cfg, state)
 
 
-def run_grid(cfg: LabConfig, grid: Grid, workers: int = 1, show_progress: bool = True) -> tuple[list[dict], dict]:
-    """Returns (runs sorted in grid order, {seed: warm-start success})."""
+def _mechanism(args):
+    cfg, state, seed, setting = args
+    return gradient_relative_difference(cfg, state, seed, *MECHANISM_CHECK, setting)
+
+
+def jobs(design: Design):
+    return [(m, st, sd) for st in design.settings for m in design.methods for sd in design.seeds]
+
+
+def run_grid(design: Design, workers: int = 1, threads: int = 1, show_progress: bool = True) -> tuple[list, dict]:
+    """Returns (runs in grid order, {"warm_start_success": {seed: success}, "mechanism_check": [...]})."""
     from tqdm import tqdm
 
-    # validate the methods on the driver before starting anything (a typo fails here, with the list of choices)
-    from .verl_path import make_actor_config
-
-    for m in grid.methods:
-        make_actor_config(m, 8, cfg.group_size, cfg.task.max_response_len)
-
-    total = len(grid.seeds) * cfg.sft_steps + len(grid.jobs) * cfg.steps
+    cfg = design.config
+    grid = jobs(design)
+    total = len(design.seeds) * cfg.sft_steps + len(grid) * cfg.steps
     bar = tqdm(total=total, unit="step", desc="lab", disable=not show_progress, file=sys.stderr, smoothing=0.1)
-    t0 = time.perf_counter()
     ctx = get_context("spawn")
-    pool = ctx.Pool(workers, initializer=_init_worker) if workers > 1 else None
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) if workers > 1 else None
     imap = pool.imap_unordered if pool else map
+    previous_threads = torch.get_num_threads()
     if pool is None:
-        _init_worker()
+        torch.set_num_threads(threads)
     try:
         warm = {}
         bar.set_postfix_str("warm start (supervised)")
-        for seed, ws in imap(_warm, [(cfg, s) for s in grid.seeds]):
+        for seed, ws in imap(_warm, [(cfg, s) for s in design.seeds]):
             warm[seed] = ws
             bar.update(cfg.sft_steps)
         results = {}
-        jobs = [(cfg, m, st, sd, warm[sd]["state"]) for (m, st, sd) in grid.jobs]
-        for r in imap(_rl, jobs):
+        # the mechanism check runs on the setting with the largest logit noise (pi != mu from the first batch)
+        noisy = max(design.settings, key=lambda s: (s.mismatch, s.rounding is not None, s.staleness))
+        checks = list(imap(_mechanism, [(cfg, warm[s]["state"], s, noisy) for s in design.seeds]))
+        for r in imap(_rl, [(cfg, m, st, sd, warm[sd]["state"]) for (m, st, sd) in grid]):
             results[(r["method"], r["setting"], r["seed"])] = r
             bar.update(cfg.steps)
             bar.set_postfix_str(f"{r['method']} {r['setting']} seed {r['seed']}: final {r['final_success']:.2f}")
-    finally:
         if pool is not None:
             pool.close()
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    finally:
+        if pool is not None:
             pool.join()
+        else:
+            torch.set_num_threads(previous_threads)
         bar.close()
-    runs = [results[(m, st.name, sd)] for (m, st, sd) in grid.jobs]
+    runs = [results[(m, st.name, sd)] for (m, st, sd) in grid]
     return runs, {
-        "warm_start_success": {str(s): warm[s]["success"] for s in grid.seeds},
-        "wall_s": time.perf_counter() - t0,
+        "warm_start_success": {str(s): warm[s]["success"] for s in design.seeds},
+        "mechanism_check": sorted(checks, key=lambda c: c["seed"]),
     }
+
+
+def cpu_seconds() -> float:
+    """user + system CPU seconds of this process and its finished children (the workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+

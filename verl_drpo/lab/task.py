@@ -12,30 +12,12 @@ nothing is downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+
+from .design import TaskSpec
 
 PAD, BOS, EOS, REV, EQ = "<pad>", "<bos>", "<eos>", "rev", "="
 SPECIALS = (PAD, BOS, EOS, REV, EQ)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """The fixed task. Changing any field changes every number in docs/lab.md."""
-
-    num_symbols: int = 40
-    zipf_a: float = 1.2
-    min_len: int = 2
-    max_len: int = 5
-
-    @property
-    def max_response_len(self) -> int:
-        return self.max_len + 1  # symbols + <eos>
-
-    @property
-    def max_prompt_len(self) -> int:
-        return self.max_len + 3  # <bos> rev ... =
 
 
 def build_tokenizer(spec: TaskSpec):
@@ -63,10 +45,6 @@ class Task:
     """Prompt sampling, encoding and the exact-match verifier."""
 
     def __init__(self, spec: TaskSpec = TaskSpec()):
-        if not (1 <= spec.min_len <= spec.max_len):
-            raise ValueError(f"need 1 <= min_len <= max_len, got {spec.min_len}, {spec.max_len}")
-        if spec.num_symbols < 2 or spec.zipf_a < 0:
-            raise ValueError(f"need num_symbols >= 2 and zipf_a >= 0, got {spec.num_symbols}, {spec.zipf_a}")
         self.spec = spec
         self.tokenizer = build_tokenizer(spec)
         self.vocab_size = len(self.tokenizer.get_vocab())

@@ -15,39 +15,25 @@ The anchor is the rollout: ``old_log_probs`` are the behaviour policy's log mu (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-# Methods at their papers' hyper-parameters. `policy_loss` holds DRPOPolicyLossConfig fields; the rest are ActorConfig
-# fields. vanilla = GRPO with clip-higher (DAPO: eps_low 0.2, eps_high 0.28, verl's dual-clip c = 3). dppo_*: verl
-# reads the thresholds from clip_ratio_low/high; clip_ratio_c=10000 turns verl's ratio truncation off as in verl's
-# DPPO example. spo: eps = 12.5 (the DRPO paper's regularization threshold). drpo: delta as named.
-METHODS: dict[str, dict] = {
-    "drpo": dict(loss_mode="drpo", policy_loss=dict(drpo_delta=12.5)),
-    "drpo_d2.5": dict(loss_mode="drpo", policy_loss=dict(drpo_delta=2.5)),
-    "drpo_d1": dict(loss_mode="drpo", policy_loss=dict(drpo_delta=1.0)),
-    "drpo_d0.2": dict(loss_mode="drpo", policy_loss=dict(drpo_delta=0.2)),
-    "dppo_tv": dict(loss_mode="dppo_tv", clip_ratio_low=0.15, clip_ratio_high=0.15, clip_ratio_c=10000.0),
-    "dppo_kl": dict(loss_mode="dppo_kl", clip_ratio_low=0.05, clip_ratio_high=0.05, clip_ratio_c=10000.0),
-    "vanilla": dict(loss_mode="vanilla", clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0),
-    "spo": dict(loss_mode="spo", policy_loss=dict(spo_epsilon=12.5)),
-    "pg_is": dict(loss_mode="pg_is"),
-}
-DEFAULT_METHODS = tuple(METHODS)
-VERL_BUILTIN_MODES = ("vanilla", "dppo_tv", "dppo_kl")
+from .design import METHODS, Method
 
 
-def make_actor_config(method: str, mini_batch_size: int, rollout_n: int, loss_scale_factor: int):
-    """A real verl ActorConfig for `method` (policy_loss is DRPOPolicyLossConfig when the core package has it)."""
+def make_actor_config(method: Method | str, mini_batch_size: int, rollout_n: int, loss_scale_factor: int):
+    """A real verl ActorConfig for `method`: the mode's settings from ``verl_drpo.modes`` (with the method's
+    overrides), ``policy_loss`` a ``DRPOPolicyLossConfig``; the lab's fixed choices (aggregation, no KL, no entropy)
+    on top."""
     from verl.workers.config import ActorConfig
 
-    if method not in METHODS:
-        raise ValueError(f"unknown lab method {method!r}; choose from {', '.join(METHODS)}")
-    spec = dict(METHODS[method])
-    loss_mode = spec.pop("loss_mode")
-    pl_fields = spec.pop("policy_loss", {})
-    policy_loss = _policy_loss_config(loss_mode, pl_fields)
+    from verl_drpo.config import DRPOPolicyLossConfig
+
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"unknown lab method {method!r}; choose from {', '.join(METHODS)}")
+        method = METHODS[method]
     return ActorConfig(
         strategy="fsdp",
         ppo_mini_batch_size=mini_batch_size,
@@ -58,23 +44,9 @@ def make_actor_config(method: str, mini_batch_size: int, rollout_n: int, loss_sc
         use_torch_compile=False,
         entropy_coeff=0.0,
         use_kl_loss=False,
-        policy_loss=policy_loss,
-        **spec,
+        policy_loss=DRPOPolicyLossConfig(loss_mode=method.mode, **method.policy_loss_fields),
+        **method.actor_fields,
     )
-
-
-def _policy_loss_config(loss_mode: str, fields: dict):
-    try:
-        from verl_drpo.config import DRPOPolicyLossConfig
-    except ImportError as e:  # the core package is missing: only verl's own modes can run
-        if loss_mode not in VERL_BUILTIN_MODES:
-            raise RuntimeError(
-                f"loss mode {loss_mode!r} needs verl_drpo.config.DRPOPolicyLossConfig, which failed to import: {e}"
-            ) from e
-        from verl.workers.config import PolicyLossConfig
-
-        return PolicyLossConfig(loss_mode=loss_mode)
-    return DRPOPolicyLossConfig(loss_mode=loss_mode, **fields)
 
 
 @dataclass
@@ -87,7 +59,6 @@ class MiniBatch:
     response_mask: torch.Tensor
     old_log_probs: torch.Tensor
     advantages: torch.Tensor
-    extra: dict = field(default_factory=dict)
 
 
 def _nested(rows: list[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,127 @@
+"""The table of loss modes (verl_drpo.modes) is the one definition: registration, the config hook, the preflight and
+the aliases all follow it; the import graph of the core has no cycle."""
+
+import ast
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+import verl
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+from verl.workers.config import PolicyLossConfig
+from verl.workers.utils.losses import ppo_loss
+
+from verl_drpo import modes, plugin, preflight
+from verl_drpo.config import DRPOPolicyLossConfig
+
+from test_plugin_on_cpu import actor_config, batch, ppo_loss_data
+
+PACKAGE = Path(plugin.__file__).resolve().parent
+
+
+def test_every_name_in_the_table_is_registered_by_the_plugin():
+    assert set(modes.REGISTERED_NAMES) == set(modes.OWN_MODES) | {"spo_adaptive_eps"}
+    for name in modes.REGISTERED_NAMES:
+        assert POLICY_LOSS_REGISTRY[name] is plugin.REGISTERED[name]
+    for mode in modes.MODES.values():  # verl's own modes stay verl's
+        if mode.registered_by == "verl":
+            assert mode.name in POLICY_LOSS_REGISTRY and mode.name not in plugin.REGISTERED
+    assert preflight.missing_modes(POLICY_LOSS_REGISTRY) == []
+    assert preflight.missing_modes(["drpo"]) == [n for n in modes.REGISTERED_NAMES if n != "drpo"]
+
+
+def test_config_fields_defaults_and_help_agree_with_the_table():
+    inherited = {f.name for f in fields(PolicyLossConfig)}
+    own = {f.name: f.default for f in fields(DRPOPolicyLossConfig) if f.name not in inherited}
+    assert own == {name: s.default for name, s in modes.POLICY_LOSS_FIELDS.items()}
+    for name, setting in modes.POLICY_LOSS_FIELDS.items():
+        assert f"{name} (float): {setting.help} Default {setting.default}." in DRPOPolicyLossConfig.__doc__
+    for mode in modes.MODES.values():
+        assert set(mode.reads) <= set(modes.POLICY_LOSS_FIELDS)
+
+
+def test_each_own_mode_builds_its_formula_from_the_config_values_it_reads():
+    config = actor_config(policy_loss=DRPOPolicyLossConfig(loss_mode="drpo", drpo_delta=0.3, spo_epsilon=2.0,
+                                                           mask_drpo_tv_delta=0.1))
+    boundaries = {"drpo": 0.3, "mask_drpo": 0.1, "spo": 0.1, "pg_is": 0.1}
+    for name in modes.OWN_MODES:
+        loss = plugin.policy_loss_of(name, config)
+        assert loss.name == modes.MODES[name].formula == name
+        assert loss.boundary == boundaries[name]
+
+
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-sum-norm"])
+def test_spo_adaptive_eps_is_drpo_through_verls_ppo_loss(loss_agg_mode):
+    """The authors' verl fork names DRPO `spo_adaptive_eps`: configs written for it give identical values."""
+    lp, old, adv, mask = batch(dtype=torch.float32)
+    results = {}
+    for name in ("drpo", "spo_adaptive_eps"):
+        flat_lp, data = ppo_loss_data(lp, old, adv, mask)
+        config = actor_config(policy_loss=DRPOPolicyLossConfig(loss_mode=name, drpo_delta=0.3),
+                              loss_agg_mode=loss_agg_mode, use_kl_loss=False, entropy_coeff=0.0)
+        loss, metrics = ppo_loss(config, {"log_probs": flat_lp}, data)
+        loss.backward()
+        results[name] = (loss.detach(), flat_lp.grad, {k: m.aggregate() for k, m in metrics.items()})
+    (a_loss, a_grad, a_metrics), (b_loss, b_grad, b_metrics) = results["drpo"], results["spo_adaptive_eps"]
+    assert torch.equal(a_loss, b_loss) and torch.equal(a_grad, b_grad)
+    assert a_metrics == b_metrics
+
+
+def test_recipe_overrides_come_from_the_table():
+    out = modes.recipe_overrides("drpo", environ={"DRPO_DELTA": "0.2"})
+    assert f"{modes.POLICY_LOSS_KEY}.loss_mode=drpo" in out and f"+{modes.POLICY_LOSS_KEY}.drpo_delta=0.2" in out
+    with pytest.raises(ValueError, match="unknown loss mode 'dpro'"):
+        modes.get("dpro")
+
+
+# ---- the import graph ------------------------------------------------------------------------------------------------
+
+CORE = ["modes", "_compat", "losses", "fast", "plugin", "preflight", "config", "dry_run", "__main__", "__init__",
+        "worker_env", "rewards"]
+# what each core module may import from the package (docs/architecture.md)
+ALLOWED = {
+    "modes": set(), "_compat": set(), "losses": set(), "fast": {"losses"},
+    "plugin": {"modes", "losses", "fast", "_compat"}, "preflight": {"modes", "plugin"},
+    "config": {"modes", "preflight"}, "dry_run": {"modes", "preflight"}, "__main__": {"modes", "preflight", "_compat", "worker_env"},
+    "__init__": {"modes"}, "worker_env": {"modes"}, "rewards": set(),
+}
+
+
+def package_imports(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("verl_drpo"):
+            parts = node.module.split(".")
+            found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("verl_drpo.")}
+    return found - {module}
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_modules_import_only_what_the_architecture_allows(module):
+    assert package_imports(module) <= ALLOWED[module]
+
+
+def test_the_mathematics_and_the_table_load_without_verl():
+    code = ("import sys, verl_drpo.modes, verl_drpo.losses, verl_drpo.fast; "
+            "print(sorted(m for m in sys.modules if m == 'verl' or m.startswith('verl.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = "import sys, verl_drpo.modes; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- mirrored verl checks ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("check", preflight.MIRRORED_CHECKS, ids=lambda c: c.verl_source[:50])
+def test_each_mirrored_verl_assertion_is_still_in_verl(check):
+    """If verl changes one of the start-up assertions the preflight mirrors, this fails: update the mirror."""
+    source = (Path(verl.__file__).parent / check.verl_file).read_text()
+    assert check.verl_source in source, f"{check.verl_file} no longer contains {check.verl_source!r}"

@@ -1,0 +1,109 @@
+"""The lab's statistics: paired t-intervals against a hand computation, the generated conclusions, the
+cross-environment comparison and the design's validation. No training here: these tests take milliseconds."""
+
+import math
+
+import pytest
+
+from verl_drpo.lab import report
+from verl_drpo.lab.design import DEFAULT, FULL, METHODS, QUICK, REFERENCES, LabConfig, Setting
+
+
+def test_paired_interval_matches_hand_computation():
+    # d = [0.1, 0.2, 0.1]: mean 0.1333, sample sd sqrt(((-1/30)^2 + (2/30)^2 + (-1/30)^2) / 2) = 0.057735,
+    # half width t(0.975, 2) * sd / sqrt(3) = 4.303 * 0.033333 = 0.143433
+    iv = report.paired_interval([0.5, 0.6, 0.7], [0.4, 0.4, 0.6])
+    assert iv.mean == pytest.approx(0.133333, abs=1e-6)
+    assert iv.low == pytest.approx(0.133333 - 0.143433, abs=1e-5)
+    assert iv.high == pytest.approx(0.133333 + 0.143433, abs=1e-5)
+    assert not iv.resolved and iv.n == 3
+    # five pairs, d = [0.10, 0.12, 0.11, 0.13, 0.09]: sd = sqrt(0.001 / 4) = 0.0158114, t(0.975, 4) = 2.776
+    iv = report.paired_interval([0.6, 0.62, 0.61, 0.63, 0.59], [0.5] * 5)
+    half = 2.776 * math.sqrt(0.001 / 4) / math.sqrt(5)
+    assert (iv.low, iv.high) == pytest.approx((0.11 - half, 0.11 + half), abs=1e-9)
+    assert iv.resolved
+    # the sample sd (n - 1), not the population sd: with pstdev the interval would be narrower by sqrt(4/5)
+    assert iv.high - iv.low == pytest.approx(2 * half, rel=1e-9)
+
+
+def test_interval_rejects_too_few_or_unpaired_values():
+    with pytest.raises(ValueError, match="at least 2"):
+        report.paired_interval([0.1], [0.2])
+    with pytest.raises(ValueError, match="equal lengths"):
+        report.paired_interval([0.1, 0.2], [0.2])
+    assert report.t975(4) == 2.776 and report.t975(1000) == 1.96
+
+
+def _runs(values: dict[str, list[float]], setting="k=0,sigma=0", start=0.3):
+    """Synthetic runs: AUC and final equal to the given per-seed values."""
+    out = []
+    for method, vals in values.items():
+        for seed, v in enumerate(vals):
+            out.append({"method": method, "setting": setting, "seed": seed, "start_success": start,
+                        "final_success": v, "auc": v, "ratio_max": 1.0, "grad_norm_median": 1.0,
+                        "grad_norm_max": 1.0, "w_min": 1.0, "w_max": 1.0, "stopped_at": None})
+    return out
+
+
+def test_conclusions_state_only_resolved_differences():
+    runs = _runs({
+        "pg_is": [0.50, 0.52, 0.48, 0.51, 0.49],
+        "dppo_tv": [0.60, 0.63, 0.57, 0.62, 0.58],  # +0.10 +- small: resolved, higher
+        "spo": [0.30, 0.70, 0.40, 0.65, 0.45],  # mean 0.5, wide: not resolved
+    })
+    summary = report.summarize_runs(runs)
+    row = {s["method"]: s for s in summary}
+    assert row["dppo_tv"]["d_auc_vs_pg_is"]["resolved"] and row["dppo_tv"]["d_auc_vs_pg_is"]["mean"] > 0
+    assert not row["spo"]["d_auc_vs_pg_is"]["resolved"]
+    assert row["pg_is"]["d_auc_vs_pg_is"] is None  # a reference is not compared with itself
+    text = report.conclusions(summary, None)
+    vs_pg = next(t for t in text if "against pg_is" in t)
+    assert "dppo_tv has a higher AUC than pg_is" in vs_pg
+    assert "No difference resolved for spo (AUC), spo (final success)" in vs_pg
+    assert "spo has" not in vs_pg
+    vs_dppo = next(t for t in text if "against dppo_tv" in t)
+    assert "pg_is has a lower AUC than dppo_tv" in vs_dppo
+    signs = report.resolved_signs(summary)
+    assert signs["k=0,sigma=0|dppo_tv|auc|pg_is"] == 1 and "k=0,sigma=0|spo|auc|pg_is" not in signs
+
+
+def test_learning_check_reports_the_climb_against_the_seed_spread():
+    runs = _runs({"pg_is": [0.50, 0.55, 0.52]})
+    for r, s in zip(runs, (0.30, 0.32, 0.31)):
+        r["start_success"] = s
+    lc = report.learning_check(runs, "k=0,sigma=0")
+    assert lc["gain"]["pg_is"]["mean"] == pytest.approx(0.2133333, abs=1e-6)
+    assert lc["start_sd_over_seeds"] == pytest.approx(0.01)
+    assert "pg_is rises" in report.conclusions(report.summarize_runs(runs), lc)[0]
+
+
+def test_compare_environments_finds_agreements_flips_and_one_sided():
+    a = {"summary": report.summarize_runs(_runs({"pg_is": [0.50, 0.52, 0.48, 0.51, 0.49],
+                                                 "dppo_tv": [0.60, 0.63, 0.57, 0.62, 0.58]}))}
+    b = {"summary": report.summarize_runs(_runs({"pg_is": [0.50, 0.52, 0.48, 0.51, 0.49],
+                                                 "dppo_tv": [0.40, 0.43, 0.37, 0.42, 0.38]}))}
+    c = {"summary": report.summarize_runs(_runs({"pg_is": [0.50, 0.52, 0.48, 0.51, 0.49],
+                                                 "dppo_tv": [0.30, 0.70, 0.40, 0.65, 0.45]}))}
+    same = report.compare_environments(a, a)
+    assert same["flipped"] == [] and len(same["agree"]) == 4
+    flipped = report.compare_environments(a, b)
+    assert len(flipped["flipped"]) == 4 and flipped["agree"] == []
+    one_sided = report.compare_environments(a, c)
+    assert len(one_sided["only_first"]) == 4 and one_sided["only_second"] == []
+
+
+def test_designs_are_consistent():
+    assert len(DEFAULT.seeds) >= 5 and len(FULL.seeds) >= 10
+    assert set(REFERENCES) <= set(DEFAULT.methods) and set(REFERENCES) <= set(FULL.methods)
+    for d in (DEFAULT, FULL, QUICK):
+        assert set(d.methods) <= set(METHODS)
+        assert d.config.eval_prompts >= 512 or d is QUICK
+    # one axis at a time: staleness at sigma 0, noise at k 0, including k in {0, 16}
+    assert Setting(0, 0.0) in DEFAULT.settings and Setting(16, 0.0) in DEFAULT.settings
+    assert all(s.staleness == 0 or (s.mismatch == 0 and s.rounding is None) for s in DEFAULT.settings + FULL.settings)
+    assert {s.rounding for s in FULL.settings} >= {"bfloat16", "float16"}
+    assert any(METHODS[m].clip_grad == 0 for m in FULL.methods)
+    with pytest.raises(ValueError, match="dtype"):
+        LabConfig(dtype="float16")
+    with pytest.raises(ValueError, match="rounding"):
+        Setting(0, 0.0, "int8")

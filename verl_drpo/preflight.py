@@ -1,0 +1,214 @@
+"""One preflight for a full verl trainer config: what the doctor, the dry run and the config hook check.
+
+- `require_registered`: the loss mode is in verl's policy-loss registry of this process (the config hook calls it
+  on the driver; the dry run too).
+- `missing_modes`: which of the table's names a registry lacks (the doctor, on a fresh process's registry).
+- `trainer_config_warnings`: what verl accepts but a DRPO-style run should not do: the anchor, the sampling
+  temperature and truncation, the `seq-mean-token-sum-norm` horizon (`loss_scale_factor`), verl's plain
+  PolicyLossConfig.
+- `trainer_start_problems`: the assertions verl's trainers make in their constructors, i.e. only once Ray and the
+  workers are up. verl has no public function for them, so each is mirrored here once, with the verl file and the
+  source line it mirrors (`MIRRORED_CHECKS`); a test fails if that line changes in the installed verl.
+
+Configs are OmegaConf DictConfigs of verl's `ppo_trainer` (or `fully_async_ppo_trainer`) as Hydra composes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from verl_drpo import modes
+
+ANCHOR_OVERRIDES = "algorithm.rollout_correction.bypass_mode=True actor_rollout_ref.rollout.calculate_log_probs=True"
+
+
+def require_registered(loss_mode: str) -> None:
+    """Raise a clear error if `loss_mode` is not in verl's policy-loss registry of this process."""
+    import verl_drpo.plugin  # noqa: F401  (registers the table's modes, should verl's entry point be switched off)
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    if loss_mode not in POLICY_LOSS_REGISTRY:
+        hint = ""
+        if loss_mode.lower() in POLICY_LOSS_REGISTRY:
+            hint = f" Loss modes are case-sensitive: did you mean {loss_mode.lower()!r}?"
+        raise ValueError(
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r} is not a registered policy loss.{hint} "
+            f"Registered: {sorted(POLICY_LOSS_REGISTRY)}. If a verl-drpo mode is missing, run "
+            f"`python -m verl_drpo doctor`."
+        )
+
+
+def missing_modes(registered) -> list[str]:
+    """The names verl-drpo registers (`modes.REGISTERED_NAMES`) that are not in `registered`."""
+    return [name for name in modes.REGISTERED_NAMES if name not in set(registered)]
+
+
+def _select(cfg, key: str, default=None):
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
+    return default if value is None else value
+
+
+def trainer_config_warnings(cfg: Any) -> list[str]:
+    """Warnings about a full trainer config for the loss modes of `verl_drpo.modes`; [] for a clean config."""
+    loss_mode = _select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
+    found = []
+    if modes.anchored_on_mu(loss_mode):
+        bypass = bool(_select(cfg, "algorithm.rollout_correction.bypass_mode", False))
+        log_probs = bool(_select(cfg, "actor_rollout_ref.rollout.calculate_log_probs", False))
+        if not (bypass and log_probs):
+            found.append(
+                f"loss_mode={loss_mode} runs without the rollout anchor (bypass_mode={bypass}, "
+                f"calculate_log_probs={log_probs}): r = pi/mu is then measured against the trainer's recomputed "
+                f"old log-probs, not the rollout engine's mu. DPPO §5.2 reports collapse when anchored that way. Set "
+                f"{ANCHOR_OVERRIDES}."
+            )
+        # No warning for trainer.use_v1=False (or fully_async) with bypass_mode: their apply_bypass_mode rewrites
+        # loss_mode to 'bypass_mode' only in the driver's config, during fit(), after the workers have bound
+        # ppo_loss to their own copy; nothing on the driver reads loss_mode afterwards (docs/algorithm.md, Anchor;
+        # tests/core/test_config_on_cpu.py::test_legacy_trainer_bypass_rewrite_does_not_reach_the_workers_loss).
+        temperature = _select(cfg, "actor_rollout_ref.rollout.temperature", 1.0)
+        if float(temperature) != 1.0:
+            found.append(
+                f"rollout.temperature={temperature}: DRPO needs mu to be the probability the token was sampled "
+                "with and pi to be computed at the same temperature; check that the rollout engine returns "
+                "log-probs of the tempered distribution (docs/recipes.md). The paper samples at temperature 1.0."
+            )
+    agg_mode = _select(cfg, "actor_rollout_ref.actor.loss_agg_mode", "token-mean")
+    if agg_mode == "seq-mean-token-sum-norm" and _select(cfg, "actor_rollout_ref.actor.loss_scale_factor") is None:
+        horizon = _select(cfg, "data.max_response_length", "the maximum response length")
+        found.append(
+            "loss_agg_mode=seq-mean-token-sum-norm without actor_rollout_ref.actor.loss_scale_factor: verl's agg_loss "
+            "then divides each micro-batch by its own padded length (its longest response), so a sequence's weight "
+            "depends on which siblings share its micro-batch. Set "
+            f"actor_rollout_ref.actor.loss_scale_factor={horizon} (the paper divides by the maximum response length)."
+        )
+    rollout = _select(cfg, "actor_rollout_ref.rollout", None)
+    if rollout is not None:
+        top_p, top_k = rollout.get("top_p", 1.0), rollout.get("top_k", -1)
+        if (top_p is not None and float(top_p) < 1.0) or (top_k is not None and int(top_k) > 0):
+            found.append(
+                f"rollout top_p={top_p} top_k={top_k} truncates the sampling distribution: vLLM's "
+                f"logprobs_mode={rollout.get('logprobs_mode')} returns log-probs of the truncated distribution, "
+                "which the actor does not reproduce, so r = pi/mu is biased below 1 even with identical weights"
+            )
+    if loss_mode in modes.REGISTERED_NAMES:
+        if _select(cfg, "actor_rollout_ref.actor.policy_loss._target_", "") != modes.POLICY_LOSS_TARGET:
+            defaults = {name: modes.POLICY_LOSS_FIELDS[name].default for name in modes.get(loss_mode).reads}
+            found.append(
+                f"loss_mode={loss_mode} with verl's plain PolicyLossConfig: the defaults {defaults} apply. Select "
+                f"actor_rollout_ref.actor.policy_loss._target_={modes.POLICY_LOSS_TARGET} to set and validate them."
+            )
+    return found
+
+
+# ---- verl's trainer-constructor assertions, mirrored once each ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MirroredCheck:
+    """One assertion a verl trainer makes at start-up. `verl_file` (relative to the verl package) must contain
+    `verl_source` verbatim; `applies(entry, trainer_mode)` says when it runs; `problem(cfg)` is None when the config
+    passes, else the message."""
+
+    verl_file: str
+    verl_source: str
+    applies: Callable[[str, str], bool]
+    problem: Callable[[Any], str | None]
+
+
+def _fully_async(entry, mode):
+    return entry == "fully_async"
+
+
+def _separate_async(entry, mode):
+    return entry == "main_ppo" and mode == "separate_async"
+
+
+def _v1_async(entry, mode):
+    return entry == "main_ppo" and mode in ("colocate_async", "separate_async")
+
+
+def _threshold_problem(cfg):
+    threshold = cfg.trainer.v1.sampler.max_off_policy_threshold
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0):
+        return f"trainer.v1.sampler.max_off_policy_threshold must be a positive int or null (got {threshold!r})"
+    return None
+
+
+def _sync_step_problem(cfg):
+    sync_step = cfg.trainer.v1.separate_async.parameter_sync_step
+    mini = cfg.actor_rollout_ref.actor.ppo_mini_batch_size
+    if cfg.data.train_batch_size != sync_step * mini:
+        return (f"data.train_batch_size ({cfg.data.train_batch_size}) must equal "
+                f"trainer.v1.separate_async.parameter_sync_step ({sync_step}) * "
+                f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini})")
+    return None
+
+
+_ROLLOUTER = "experimental/fully_async_policy/fully_async_rollouter.py"
+_SEPARATE = "trainer/ppo/v1/trainer_separate_async.py"
+
+MIRRORED_CHECKS: tuple[MirroredCheck, ...] = (
+    MirroredCheck(_ROLLOUTER, "assert not self.hybrid_engine", _fully_async,
+                  lambda c: "actor_rollout_ref.hybrid_engine must be False (trainer and rollouter are separate)"
+                  if c.actor_rollout_ref.hybrid_engine else None),
+    MirroredCheck(_ROLLOUTER, 'assert self.config.data.train_batch_size == 0, "train_batch_size must be zero"',
+                  _fully_async,
+                  lambda c: f"data.train_batch_size must be 0 (got {c.data.train_batch_size}); the trainer consumes "
+                  "ppo_mini_batch_size * async_training.require_batches samples per step"
+                  if c.data.train_batch_size != 0 else None),
+    MirroredCheck(_ROLLOUTER, 'assert self.config.data.gen_batch_size == 1, "gen_batch_size must be one"',
+                  _fully_async,
+                  lambda c: f"data.gen_batch_size must be 1 (got {c.data.gen_batch_size})"
+                  if c.data.gen_batch_size != 1 else None),
+    MirroredCheck(_ROLLOUTER, "assert self.config.async_training.staleness_threshold >= 0", _fully_async,
+                  lambda c: "async_training.staleness_threshold must be >= 0"
+                  if c.async_training.staleness_threshold < 0 else None),
+    MirroredCheck(_ROLLOUTER, "assert self.config.async_training.trigger_parameter_sync_step >= 1", _fully_async,
+                  lambda c: "async_training.trigger_parameter_sync_step must be >= 1"
+                  if c.async_training.trigger_parameter_sync_step < 1 else None),
+    MirroredCheck(_SEPARATE, "assert train_batch_size == parameter_sync_step * ppo_mini_batch_size",
+                  _separate_async, _sync_step_problem),
+    MirroredCheck(_SEPARATE, 'assert config.actor_rollout_ref.rollout.nnodes > 0, "nnodes must be > 0', _separate_async,
+                  lambda c: None if (c.actor_rollout_ref.rollout.nnodes > 0
+                                     and c.actor_rollout_ref.rollout.n_gpus_per_node > 0)
+                  else "actor_rollout_ref.rollout.nnodes and .n_gpus_per_node must be > 0 (the standalone "
+                  "rollout pool)"),
+    MirroredCheck(_SEPARATE, 'assert config.actor_rollout_ref.rollout.checkpoint_engine.backend != "naive"',
+                  _separate_async,
+                  lambda c: "actor_rollout_ref.rollout.checkpoint_engine.backend must not be 'naive' (use nccl, "
+                  "nixl, ...)"
+                  if c.actor_rollout_ref.rollout.checkpoint_engine.backend == "naive" else None),
+    MirroredCheck("trainer/ppo/v1/replay_buffer.py",
+                  "assert isinstance(self.max_off_policy_threshold, int) and self.max_off_policy_threshold > 0",
+                  _v1_async, _threshold_problem),
+)
+
+
+def trainer_start_problems(cfg: Any, entry: str = "main_ppo") -> list[str]:
+    """What verl's trainer for `entry` (and, for main_ppo, `trainer.v1.trainer_mode`) would reject at start-up."""
+    problems = []
+    mode = "fully_async" if entry == "fully_async" else _select(cfg, "trainer.v1.trainer_mode", "sync")
+    if entry == "main_ppo":
+        from verl.trainer.ppo.v1 import get_trainer_cls
+
+        try:  # verl's own lookup
+            get_trainer_cls(mode)
+        except Exception as exc:  # noqa: BLE001  (verl raises ValueError or KeyError depending on the path)
+            problems.append(f"trainer.v1.trainer_mode={mode!r} is not a registered V1 trainer: {exc}")
+    try:  # verl's own validation of the rollout section (RolloutConfig.__post_init__: mode must be 'async', ...)
+        from verl.utils.config import omega_conf_to_dataclass
+
+        omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
+    except Exception as exc:  # noqa: BLE001  (verl raises ValueError/AssertionError; Hydra may wrap them)
+        cause = exc.__cause__ or exc
+        problems.append(f"actor_rollout_ref.rollout: {type(cause).__name__}: {cause}")
+    for check in MIRRORED_CHECKS:
+        if check.applies(entry, mode):
+            problem = check.problem(cfg)
+            if problem is not None:
+                problems.append(problem)
+    return problems
