@@ -34,6 +34,8 @@ import tempfile
 import time
 from functools import partial
 
+from verl_drpo import modes  # the table of loss modes: no torch, no verl
+
 # Qwen2.5-0.5B(-Instruct) architecture (config.json of the released model); weights are random.
 QWEN25_05B_SHAPE = dict(
     vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -47,21 +49,18 @@ TINY_SHAPE = dict(
 )
 SHAPES = {"qwen2.5-0.5b": QWEN25_05B_SHAPE, "tiny": TINY_SHAPE}
 
-# The per-method hyper-parameters of recipe/drpo/common.sh (kept in step with it by hand).
-LOSS_SETTINGS = {
-    "drpo": dict(policy_loss=dict(drpo_delta=12.5)),
-    "mask_drpo": dict(policy_loss=dict(drpo_delta=12.5, mask_drpo_tv_delta=0.15)),
-    "spo": dict(policy_loss=dict(spo_epsilon=12.5)),
-    "pg_is": dict(policy_loss={}),
-    "dppo_tv": dict(clip_ratio_low=0.15, clip_ratio_high=0.15, clip_ratio_c=10000.0, policy_loss={}),
-    "dppo_kl": dict(clip_ratio_low=0.05, clip_ratio_high=0.05, clip_ratio_c=10000.0, policy_loss={}),
-    "vanilla": dict(clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0, policy_loss={}),
-}
+def loss_settings(loss_mode: str) -> dict:
+    """The paper settings of `loss_mode`, from the one table of loss modes (verl_drpo/modes.py), as the recipes pass
+    them: ActorConfig fields, plus the DRPOPolicyLossConfig fields under "policy_loss"."""
+    settings = {"policy_loss": {}}
+    for s in modes.get(loss_mode).settings:
+        (settings["policy_loss"] if s.where == "policy_loss" else settings)[s.field] = s.default
+    return settings
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--loss-modes", nargs="+", default=["drpo", "vanilla"], choices=sorted(LOSS_SETTINGS),
+    p.add_argument("--loss-modes", nargs="+", default=["drpo", "vanilla"], choices=sorted(modes.MODES),
                    help="loss modes to time; the first is the reference of the slowdown column")
     p.add_argument("--model-shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -156,11 +155,12 @@ def actor_config(loss_mode: str, args):
 
     from verl_drpo.config import DRPOPolicyLossConfig
 
-    settings = dict(LOSS_SETTINGS[loss_mode])
+    settings = loss_settings(loss_mode)
     policy_loss = DRPOPolicyLossConfig(loss_mode=loss_mode, **settings.pop("policy_loss"))
     return ActorConfig(strategy="fsdp2", rollout_n=args.group_size,
                        ppo_mini_batch_size=args.batch_size // args.group_size,
                        ppo_micro_batch_size_per_gpu=args.micro_batch_size, loss_agg_mode="seq-mean-token-sum-norm",
+                       loss_scale_factor=args.response_len,  # the recipes' constant horizon
                        use_kl_loss=False, entropy_coeff=0.0, policy_loss=policy_loss, **settings)
 
 

@@ -228,9 +228,14 @@ def main(argv=None) -> int:
         from verl_drpo import modes
 
         try:
-            print("\n".join(modes.recipe_overrides(args.loss_mode)))
+            modes.get(args.loss_mode)
         except ValueError as err:
             print(f"LOSS_MODE={args.loss_mode}: {err}", file=sys.stderr)
+            return 2
+        try:
+            print("\n".join(modes.recipe_overrides(args.loss_mode)))
+        except ValueError as err:  # a hyper-parameter's variable; the message names it
+            print(err, file=sys.stderr)
             return 2
         return 0
     return 2

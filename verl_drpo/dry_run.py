@@ -121,12 +121,6 @@ def compose_config(overrides: list[str], entry: str = "main_ppo"):
         GlobalHydra.instance().clear()
 
 
-def open_dict_ctx(cfg):
-    from omegaconf import open_dict
-
-    return open_dict(cfg)
-
-
 def _get(cfg, dotted: str, default=None):
     from omegaconf import OmegaConf
 
@@ -139,6 +133,8 @@ def _get(cfg, dotted: str, default=None):
 def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
     """Run verl's and this package's start-up checks on a composed config; raise DryRunError on a rejection."""
     import warnings
+
+    from omegaconf import open_dict
 
     # verl announces every optional engine it cannot import (megatron, torchtitan, ...): noise for a dry run
     warnings.filterwarnings("ignore", message=r".* engine is not available")
@@ -159,7 +155,7 @@ def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
         # steps per weight sync. Validate a copy that carries that effective batch, so verl's divisibility and
         # micro-batch checks still run on the numbers the job will use.
         checked = copy.deepcopy(cfg)
-        with open_dict_ctx(checked):
+        with open_dict(checked):
             checked.data.train_batch_size = (cfg.actor_rollout_ref.actor.ppo_mini_batch_size
                                              * cfg.async_training.require_batches
                                              * cfg.async_training.trigger_parameter_sync_step)

@@ -32,9 +32,19 @@ class Setting:
     where: str = "policy_loss"
 
     def value(self, environ=None) -> str:
-        """The value as the recipes pass it: the recipe variable if set and non-empty, else the default."""
-        raw = (os.environ if environ is None else environ).get(self.env, "")
-        return raw.strip() if raw.strip() else repr(float(self.default))
+        """The value as the recipes pass it: the recipe variable if set and non-empty, else the default. A value that
+        is not a finite number > 0 raises a ValueError naming the variable (before Hydra or verl sees it)."""
+        raw = (os.environ if environ is None else environ).get(self.env, "").strip()
+        if not raw:
+            return repr(float(self.default))
+        try:
+            number = float(raw)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number <= 0:
+            key = f"{POLICY_LOSS_KEY if self.where == 'policy_loss' else ACTOR_KEY}.{self.field}"
+            raise ValueError(f"{self.env}={raw}: must be a finite number > 0 (it sets {key})")
+        return raw
 
 
 # The fields DRPOPolicyLossConfig adds to verl's PolicyLossConfig (validated there as finite numbers > 0).

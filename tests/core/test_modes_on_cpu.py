@@ -77,6 +77,14 @@ def test_recipe_overrides_come_from_the_table():
         modes.get("dpro")
 
 
+@pytest.mark.parametrize("mode,env,raw", [("drpo", "DRPO_DELTA", "abc"), ("drpo", "DRPO_DELTA", "-1"),
+                                          ("dppo_tv", "DPPO_TV_DELTA", "nan"), ("vanilla", "CLIP_RATIO_HIGH", "0")])
+def test_a_bad_recipe_variable_is_refused_by_name_not_passed_to_hydra(mode, env, raw):
+    """Passed on, DRPO_DELTA=abc would end in a traceback from Hydra's instantiate on the driver."""
+    with pytest.raises(ValueError, match=rf"^{env}={raw}: must be a finite number > 0"):
+        modes.recipe_overrides(mode, environ={env: raw})
+
+
 # ---- the import graph ------------------------------------------------------------------------------------------------
 
 CORE = ["modes", "_compat", "losses", "fast", "plugin", "preflight", "config", "dry_run", "__main__", "__init__",

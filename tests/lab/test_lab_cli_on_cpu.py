@@ -166,6 +166,9 @@ def test_crash_while_writing_leaves_the_old_results_and_no_half_folder(tmp_path,
                         and {"table": "", "report": ""})
     assert main(["--quick", "--out", str(out), "--force", "--no-plot", "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cost.json", "new.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not mkdtemp's private 0700
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

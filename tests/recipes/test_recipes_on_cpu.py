@@ -186,6 +186,8 @@ BAD_VALUES = [
     ({"TRAIN_BATCH_SIZE": "-64"}, "TRAIN_BATCH_SIZE=-64: must be an integer >= 1"),
     ({"ROLLOUT_N": "08"}, "ROLLOUT_N=08: must be an integer"),
     ({"LOSS_MODE": "drpoo"}, "LOSS_MODE=drpoo: unknown loss mode"),
+    ({"DRPO_DELTA": "abc"}, "DRPO_DELTA=abc: must be a finite number > 0"),
+    ({"LOSS_MODE": "dppo_tv", "DPPO_TV_DELTA": "-0.2"}, "DPPO_TV_DELTA=-0.2: must be a finite number > 0"),
     ({"TRAINER_MODE": "async"}, "TRAINER_MODE=async: must be one of: sync colocate_async"),
     ({"TRAINER_MODE": "colocate_async", "STALENESS": "-1"}, "STALENESS=-1: must be an integer >= 0"),
     ({"TRAINER_MODE": "fully_async", "STALENESS": "half"}, "STALENESS=half: must be a number >= 0"),

@@ -178,6 +178,7 @@ def _run(design: Design, args, argv: list[str], out) -> int:
           f"{'; '.join(s.name for s in design.settings)} x seeds {','.join(map(str, design.seeds))}; {cfg.steps} RL "
           f"steps each; {cfg.dtype}; {args.workers} worker(s) x {args.threads} thread(s); output {args.out}",
           flush=True)
+    environment = fingerprint(design, args)  # before the grid: the checkout may change while it runs
     t0, c0 = time.perf_counter(), cpu_seconds()
     runs, info = run_grid(design, workers=args.workers, threads=args.threads, show_progress=not args.no_progress)
     meta = {
@@ -191,7 +192,7 @@ def _run(design: Design, args, argv: list[str], out) -> int:
         "seeds": list(design.seeds),
         "warm_start_success": info["warm_start_success"],
         "mechanism_check": info["mechanism_check"],
-        "environment": fingerprint(design, args),
+        "environment": environment,
     }
     res = write_outputs(out.staging, runs, meta)
     if not args.no_plot:

@@ -268,6 +268,9 @@ class OutputFolder:
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             self.staging = Path(tempfile.mkdtemp(prefix=f".{p.name}.staging-", dir=p.parent))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.staging, 0o777 & ~umask)  # mkdtemp's 0700 would make the results private
         except OSError as e:
             raise ValueError(f"--out {p}: cannot write there ({e.strerror or e})") from None
 
