@@ -70,8 +70,7 @@ def test_same_command_same_numbers_any_worker_count(tmp_path):
             r.pop("wall_s")
         return d["runs"], d["summary"], d["meta"]["mechanism_check"]
 
-    args = ["--quick", "--methods", "drpo_d0.2,pg_is", "--steps", "2", "--seeds", "0,1", "--no-plot",
-            "--no-progress"]
+    args = ["--quick", "--methods", "drpo_d0.2,pg_is", "--steps", "2", "--no-plot", "--no-progress"]
     assert main(args + ["--out", str(tmp_path / "a"), "--workers", "1"]) == 0
     assert main(args + ["--out", str(tmp_path / "b"), "--workers", "2"]) == 0
     a = strip(json.loads((tmp_path / "a" / "results.json").read_text()))

@@ -278,17 +278,22 @@ def test_rounded_behaviour_weights_are_a_deterministic_mismatch(task):
     assert all(torch.equal(x, y) for x, y in zip(b1.parameters(), b2.parameters()))
     assert any(not torch.equal(x, y) for x, y in zip(b1.parameters(), m.parameters()))
     _, ro = _rollout(task, b1, n=8, seed=1)
-    pi = response_log_probs(m, ro).detach()
-    assert mean_abs_prob_diff(pi, ro.rollout_log_probs, ro.response_mask) > 1e-5
+    mask = ro.response_mask.bool()
+    gap = (response_log_probs(m, ro).detach() - ro.rollout_log_probs)[mask].abs().max()
+    _, same = _rollout(task, m, n=8, seed=1)  # the unrounded behaviour: only float round-off
+    gap_same = (response_log_probs(m, same).detach() - same.rollout_log_probs)[same.response_mask.bool()].abs().max()
+    assert gap > 1e-4 and gap_same < 1e-5
 
 
 def test_run_rl_in_float64_and_with_rounding():
+    # the --full paths: float64, rounded behaviour weights, an arm without clipping, the sampled-success column
     cfg = LabConfig(model=TINY, dtype="float64", sft_steps=0, steps=2, prompts_per_step=2, group_size=2,
-                    mini_batches=1, eval_every=1, eval_prompts=8)
+                    mini_batches=1, eval_every=1, eval_prompts=8, sampled_eval=True)
     task = Task(cfg.task)
     init = build_model(task.vocab_size, TINY, max_positions=cfg.task.max_prompt_len + cfg.task.max_response_len,
                        seed=0, dtype="float64").state_dict()
     assert all(v.dtype == torch.float64 for v in init.values() if v.is_floating_point())
-    r = run_rl("drpo_d0.2", Setting(0, 0.0, "bfloat16"), 0, cfg, init)
+    r = run_rl("drpo_d0.2_noclip", Setting(0, 0.0, "bfloat16"), 0, cfg, init)
     assert r["abs_prob_diff_mean"] > 0  # rounded behaviour weights: pi != mu from the first rollout
-    assert len(r["curve"]["success"]) == 3
+    assert len(r["curve"]["success"]) == 3 and len(r["curve"]["sampled_success"]) == 3
+    assert all(s in (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0) for s in r["curve"]["sampled_success"])
