@@ -81,6 +81,11 @@ def build_runtime_env(py_executable: str | None = None, runtime_env: str | None 
         if not isinstance(env, dict):
             raise ValueError("--runtime-env must be a mapping such as '{\"py_executable\": \"uv run\"}', "
                              f"got {text!r}")
+        if not isinstance(env.get("env_vars") or {}, dict):
+            raise ValueError(f"--runtime-env: env_vars must be a mapping of name: value, got {env['env_vars']!r}")
+        if "py_executable" in env and not (isinstance(env["py_executable"], str) and env["py_executable"].strip()):
+            raise ValueError(f"--runtime-env: py_executable must be a command such as 'uv run', "
+                             f"got {env['py_executable']!r}")
     if py_executable is not None:
         if not py_executable.strip():
             raise ValueError("--py-executable must be a command, e.g. 'uv run' or /path/to/venv/bin/python")
