@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 
-from verl_drpo.modes import REGISTERED_NAMES as LOSS_MODES
+from verl_drpo.modes import REGISTERED_NAMES
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -147,11 +147,11 @@ def check_worker_env(runtime_env: dict, cwd: str | None = None, timeout: float =
     if "verl_error" in found:
         raise WorkerEnvError(f"{where}: verl_drpo imports, `import verl` fails ({found['verl_error']}); install "
                              "verl==0.9.1 there")
-    missing = [m for m in LOSS_MODES if m not in found["modes"]]
+    missing = [m for m in REGISTERED_NAMES if m not in found["modes"]]
     if missing:
         raise WorkerEnvError(
             f"{where}: verl_drpo imports (from {found['verl_drpo']}), yet `import verl` does not register {missing} "
             "(no `verl.plugins` entry point there, or VERL_USE_EXTERNAL_PLUGINS excludes it): add "
             "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_drpo.plugin"
         )
-    return f"{where}, which imports verl_drpo and registers {', '.join(LOSS_MODES)}"
+    return f"{where}, which imports verl_drpo and registers {', '.join(REGISTERED_NAMES)}"
