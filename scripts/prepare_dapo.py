@@ -31,15 +31,12 @@ from verl_drpo.data import (  # noqa: E402
     AIME25_SPLIT,
     DAPO_TRAIN_HUB_ID,
     DAPO_TRAIN_SOURCE,
-    DataError,
-    check_outputs,
-    check_split_sources,
     convert,
     dapo_record,
     drop_duplicate_problems,
     load_split,
     positive_int,
-    write_parquets,
+    prepare,
 )
 
 
@@ -58,34 +55,29 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     out = os.path.expanduser(args.local_save_dir)
-    jobs = (  # (output name, hub id, split, local path, data_source)
-        ("train", DAPO_TRAIN_HUB_ID, "train", args.local_dataset_path, DAPO_TRAIN_SOURCE),
-        ("aime24", AIME24_HUB_ID, AIME24_SPLIT, args.local_aime24_path, AIME24_SOURCE),
-        ("aime25", AIME25_HUB_ID, AIME25_SPLIT, args.local_aime25_path, AIME25_SOURCE),
-    )
-    outputs = {name: os.path.join(out, f"{name}.parquet") for name, *_ in jobs}
-    try:
-        check_outputs(outputs.values(), overwrite=args.overwrite)
-        check_split_sources({name: local for name, _, _, local, _ in jobs},
-                            hint="--local_dataset_path, --local_aime24_path and --local_aime25_path must be "
-                                 "different files")
-        tables, dropped = {}, 0
-        for name, hub_id, split, local, source in jobs:
-            examples = load_split(hub_id, split, None, local, args.max_samples)
-            rows = convert(examples, lambda ex, i, s=name, src=source: dapo_record(ex, s, i, src), f"{hub_id} {split}")
-            if name == "train":
-                rows, dropped = drop_duplicate_problems(rows)
-            tables[outputs[name]] = rows
-        counts = write_parquets(tables, overwrite=args.overwrite)
-    except DataError as err:
-        print(f"prepare_dapo: {err}", file=sys.stderr)
-        return 1
-    for path, n in counts.items():
-        print(f"wrote {n} rows to {path}")
-    if dropped:
-        print(f"dropped {dropped} exact duplicate training problems")
-    return 0
+    jobs = {  # output name -> (hub id, split, local path, data_source)
+        "train": (DAPO_TRAIN_HUB_ID, "train", args.local_dataset_path, DAPO_TRAIN_SOURCE),
+        "aime24": (AIME24_HUB_ID, AIME24_SPLIT, args.local_aime24_path, AIME24_SOURCE),
+        "aime25": (AIME25_HUB_ID, AIME25_SPLIT, args.local_aime25_path, AIME25_SOURCE),
+    }
+    dropped = 0
 
+    def rows_of(name):
+        nonlocal dropped
+        hub_id, split, local, source = jobs[name]
+        examples = load_split(hub_id, split, None, local, args.max_samples)
+        rows = convert(examples, lambda ex, i: dapo_record(ex, name, i, source), f"{hub_id} {split}")
+        if name == "train":
+            rows, dropped = drop_duplicate_problems(rows)
+        return rows
+
+    status = prepare("prepare_dapo", {name: os.path.join(out, f"{name}.parquet") for name in jobs},
+                     {name: local for name, (_, _, local, _) in jobs.items()},
+                     hint="--local_dataset_path, --local_aime24_path and --local_aime25_path must be different files",
+                     rows_of=rows_of, overwrite=args.overwrite)
+    if status == 0 and dropped:
+        print(f"dropped {dropped} exact duplicate training problems")
+    return status
 
 if __name__ == "__main__":
     sys.exit(main())

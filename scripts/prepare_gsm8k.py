@@ -22,14 +22,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from verl_drpo.data import (  # noqa: E402
     GSM8K_SOURCE,
-    DataError,
-    check_outputs,
-    check_split_sources,
     convert,
     gsm8k_record,
     load_split,
     positive_int,
-    write_parquets,
+    prepare,
 )
 
 
@@ -51,22 +48,14 @@ def main(argv=None) -> int:
     out = os.path.expanduser(args.local_save_dir)
     sources = {"train": args.local_dataset_path, "test": args.local_test_dataset_path or args.local_dataset_path}
     outputs = {split: os.path.join(out, f"{split}.parquet") for split in sources}
-    try:
-        check_outputs(outputs.values(), overwrite=args.overwrite)
-        check_split_sources(sources, hint="pass the test split with --local_test_dataset_path, or a directory "
-                                          "holding train.* and test.* files as --local_dataset_path")
-        tables = {}
-        for split, local in sources.items():
-            examples = load_split(GSM8K_SOURCE, split, "main", local, args.max_samples)
-            rows = convert(examples, lambda ex, i, s=split: gsm8k_record(ex, s, i), f"gsm8k {split}")
-            tables[outputs[split]] = rows
-        counts = write_parquets(tables, overwrite=args.overwrite)
-    except DataError as err:
-        print(f"prepare_gsm8k: {err}", file=sys.stderr)
-        return 1
-    for path, n in counts.items():
-        print(f"wrote {n} rows to {path}")
-    return 0
+
+    def rows_of(split):
+        examples = load_split(GSM8K_SOURCE, split, "main", sources[split], args.max_samples)
+        return convert(examples, lambda ex, i: gsm8k_record(ex, split, i), f"gsm8k {split}")
+
+    return prepare("prepare_gsm8k", outputs, sources, hint="pass the test split with --local_test_dataset_path, or a "
+                   "directory holding train.* and test.* files as --local_dataset_path", rows_of=rows_of,
+                   overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from verl_drpo.data import (  # noqa: E402
     MATH_TEST_SOURCE,
     MATH_TRAIN_SOURCE,
-    DataError,
-    check_outputs,
-    check_split_sources,
     convert,
     load_split,
     math_record,
     positive_int,
-    write_parquets,
+    prepare,
 )
 
 
@@ -43,27 +40,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     out = os.path.expanduser(args.local_save_dir)
-    jobs = (
-        ("train", MATH_TRAIN_SOURCE, None, args.local_dataset_path),
-        ("test", MATH_TEST_SOURCE, None, args.local_test_dataset_path),
-    )
-    try:
-        check_outputs([os.path.join(out, f"{split}.parquet") for split, *_ in jobs], overwrite=args.overwrite)
-        check_split_sources({split: local for split, _, _, local in jobs},
-                            hint="--local_dataset_path and --local_test_dataset_path must be different files")
-        tables = {}
-        for split, source, config, local in jobs:
-            examples = load_split(source, split, config, local, args.max_samples)
-            rows = convert(examples, lambda ex, i, s=split, src=source: math_record(ex, s, i, src), f"{source} {split}")
-            tables[os.path.join(out, f"{split}.parquet")] = rows
-        counts = write_parquets(tables, overwrite=args.overwrite)
-    except DataError as err:
-        print(f"prepare_math: {err}", file=sys.stderr)
-        return 1
-    for path, n in counts.items():
-        print(f"wrote {n} rows to {path}")
-    return 0
+    jobs = {  # split -> (hub id, local path)
+        "train": (MATH_TRAIN_SOURCE, args.local_dataset_path),
+        "test": (MATH_TEST_SOURCE, args.local_test_dataset_path),
+    }
 
+    def rows_of(split):
+        source, local = jobs[split]
+        examples = load_split(source, split, None, local, args.max_samples)
+        return convert(examples, lambda ex, i: math_record(ex, split, i, source), f"{source} {split}")
+
+    return prepare("prepare_math", {split: os.path.join(out, f"{split}.parquet") for split in jobs},
+                   {split: local for split, (_, local) in jobs.items()},
+                   hint="--local_dataset_path and --local_test_dataset_path must be different files",
+                   rows_of=rows_of, overwrite=args.overwrite)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -397,3 +397,25 @@ def write_parquets(tables: dict[str, list[dict]], overwrite: bool = False) -> di
             if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
     return {path: len(rows) for path, rows in tables.items()}
+
+
+def prepare(tool: str, outputs: dict[str, str], sources: dict[str, str | None], hint: str,
+            rows_of: Callable[[str], list[dict]], overwrite: bool = False) -> int:
+    """The body of every ``scripts/prepare_*.py``: check every output (``check_outputs``) and that no one file feeds
+    two splits (``check_split_sources``, ``hint`` says what to pass instead), build each split's rows with
+    ``rows_of(split)`` in the order of ``outputs``, write them all or none (``write_parquets``) and print the counts.
+    ``outputs`` and ``sources`` map a split to its parquet path and its local path (None: the hub). A DataError is one
+    line on stderr, exit status 1."""
+    import sys
+
+    try:
+        check_outputs(outputs.values(), overwrite=overwrite)
+        check_split_sources(sources, hint=hint)
+        tables = {outputs[split]: rows_of(split) for split in outputs}
+        counts = write_parquets(tables, overwrite=overwrite)
+    except DataError as err:
+        print(f"{tool}: {err}", file=sys.stderr)
+        return 1
+    for path, n in counts.items():
+        print(f"wrote {n} rows to {path}")
+    return 0

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 
-from verl_drpo.modes import REGISTERED_NAMES as LOSS_MODES
+from verl_drpo.modes import REGISTERED_NAMES
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -81,6 +81,11 @@ def build_runtime_env(py_executable: str | None = None, runtime_env: str | None 
         if not isinstance(env, dict):
             raise ValueError("--runtime-env must be a mapping such as '{\"py_executable\": \"uv run\"}', "
                              f"got {text!r}")
+        if not isinstance(env.get("env_vars") or {}, dict):
+            raise ValueError(f"--runtime-env: env_vars must be a mapping of name: value, got {env['env_vars']!r}")
+        if "py_executable" in env and not (isinstance(env["py_executable"], str) and env["py_executable"].strip()):
+            raise ValueError(f"--runtime-env: py_executable must be a command such as 'uv run', "
+                             f"got {env['py_executable']!r}")
     if py_executable is not None:
         if not py_executable.strip():
             raise ValueError("--py-executable must be a command, e.g. 'uv run' or /path/to/venv/bin/python")
@@ -142,11 +147,11 @@ def check_worker_env(runtime_env: dict, cwd: str | None = None, timeout: float =
     if "verl_error" in found:
         raise WorkerEnvError(f"{where}: verl_drpo imports, `import verl` fails ({found['verl_error']}); install "
                              "verl==0.9.1 there")
-    missing = [m for m in LOSS_MODES if m not in found["modes"]]
+    missing = [m for m in REGISTERED_NAMES if m not in found["modes"]]
     if missing:
         raise WorkerEnvError(
             f"{where}: verl_drpo imports (from {found['verl_drpo']}), yet `import verl` does not register {missing} "
             "(no `verl.plugins` entry point there, or VERL_USE_EXTERNAL_PLUGINS excludes it): add "
             "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=verl_drpo.plugin"
         )
-    return f"{where}, which imports verl_drpo and registers {', '.join(LOSS_MODES)}"
+    return f"{where}, which imports verl_drpo and registers {', '.join(REGISTERED_NAMES)}"

@@ -75,3 +75,15 @@ def test_runtime_env_argument_is_parsed_or_refused_in_one_line(tmp_path, capsys)
     assert main(["doctor", "--runtime-env", "[1, 2]"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--runtime-env must be a mapping" in err
+
+
+@pytest.mark.parametrize("runtime_env,expected", [
+    ('{"env_vars": ["A=1"]}', "--runtime-env: env_vars must be a mapping"),
+    ('{"py_executable": 3}', "--runtime-env: py_executable must be a command"),
+])
+def test_a_malformed_runtime_env_field_is_one_line_not_a_traceback(runtime_env, expected, capsys):
+    """Before the fix these reached check_worker_env and ended in AttributeError / TypeError tracebacks."""
+    assert main(["doctor", "--quick", "--runtime-env", runtime_env]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+
