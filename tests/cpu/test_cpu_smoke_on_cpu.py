@@ -6,6 +6,7 @@ Choose others with VERL_DRPO_CPU_SMOKE_MODES (e.g. "sync vanilla"), or "none" to
 """
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,19 @@ def test_smoke_cpu_script(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_PLATFORM")}
     env["SMOKE_DIR"] = str(tmp_path / "smoke")
     env["PYTHON"] = sys.executable
-    r = subprocess.run(["bash", "scripts/smoke_cpu.sh", *modes], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=2400)
+    # its own process group, so that a timeout ends the whole run (Ray head, vLLM engines), not only the script
+    proc = subprocess.Popen(["bash", "scripts/smoke_cpu.sh", *modes], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=2400)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the smoke did not finish in 2400 s:\n{(stdout + stderr)[-6000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     tail = "\n".join(l for l in (r.stdout + r.stderr).splitlines() if "target_num_threads" not in l)[-6000:]
     assert r.returncode == 0, tail
     for mode in modes:
