@@ -138,6 +138,7 @@ cpu_overrides() {
     reward.num_workers=1
     trainer.val_before_train=False
     "trainer.default_local_dir=$SMOKE_DIR/checkpoints/$exp"
+    "hydra.run.dir=$SMOKE_DIR/hydra/$exp"   # Hydra's run folder (verl's main_ppo log), not ./outputs
   )
   if [[ -z "${RAY_ADDRESS:-}" ]]; then
     CPU_OVERRIDES+=(+ray_kwargs.ray_init.num_cpus=16 "+ray_kwargs.ray_init.num_gpus=${ranks}")

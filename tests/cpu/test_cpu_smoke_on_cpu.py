@@ -29,6 +29,7 @@ def test_smoke_cpu_script(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VERL_PLATFORM")}
     env["SMOKE_DIR"] = str(tmp_path / "smoke")
     env["PYTHON"] = sys.executable
+    outputs_before = sorted((REPO / "outputs").rglob("*")) if (REPO / "outputs").exists() else []
     # its own process group, so that a timeout ends the whole run (Ray head, vLLM engines), not only the script
     proc = subprocess.Popen(["bash", "scripts/smoke_cpu.sh", *modes], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -48,3 +49,6 @@ def test_smoke_cpu_script(tmp_path):
         assert f"  {mode}: ok" in r.stdout, tail
     # the runs' metric files exist and were checked (check_run prints OK once per run)
     assert r.stdout.count("[check_run] OK") == len(modes), tail
+    # Hydra's run folders go to the smoke's work folder, never into the checkout
+    outputs_after = sorted((REPO / "outputs").rglob("*")) if (REPO / "outputs").exists() else []
+    assert outputs_after == outputs_before, f"the smoke wrote into {REPO / 'outputs'}"
