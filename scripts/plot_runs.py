@@ -28,6 +28,10 @@ import re
 import sys
 from collections import defaultdict
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from verl_drpo.data import folder_problem  # noqa: E402  (the data tools' writability check)
+
 DEFAULT_METRICS = (
     "val-core/*/mean@*",                    # validation accuracy (GSM8K test / MATH-500)
     "critic/score/mean",                    # training reward
@@ -226,13 +230,9 @@ def output_path(output: str) -> str:
         output = os.path.join(output, "runs.png")
     elif not os.path.splitext(output)[1]:
         output += ".png"
-    probe = os.path.dirname(os.path.abspath(output))
-    while not os.path.exists(probe):  # the nearest existing ancestor decides whether the folder can be made
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise RunReadError(f"-o {output}: {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunReadError(f"-o {output}: {probe} is not writable")
+    problem = folder_problem(os.path.dirname(os.path.abspath(output)))
+    if problem:
+        raise RunReadError(f"-o {output}: {problem}")
     return output
 
 

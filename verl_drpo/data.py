@@ -316,18 +316,27 @@ def check_split_sources(sources: dict[str, str | None], hint: str) -> None:
         seen[real] = split
 
 
+def folder_problem(folder: str) -> str | None:
+    """Why files cannot be written into ``folder`` (which need not exist yet), or None: the nearest existing
+    ancestor decides whether the folder can be made."""
+    probe = folder
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f"{probe} is a file, not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
 def check_outputs(paths: Iterable[str], overwrite: bool = False, flag: str = "--local_save_dir") -> None:
     """Check every destination before any work: its folder is (or can be made) a writable directory, the file is not
     a directory, and an existing file is replaced only with ``overwrite``. Raises DataError naming ``flag``."""
     for path in paths:
         folder = os.path.dirname(os.path.abspath(path))
-        probe = folder
-        while not os.path.exists(probe):  # the nearest existing ancestor decides whether the folder can be made
-            probe = os.path.dirname(probe)
-        if not os.path.isdir(probe):
-            raise DataError(f"{flag} {folder}: {probe} is a file, not a directory")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise DataError(f"{flag} {folder}: {probe} is not writable")
+        problem = folder_problem(folder)
+        if problem:
+            raise DataError(f"{flag} {folder}: {problem}")
         if os.path.isdir(path) or (os.path.lexists(path) and not os.path.isfile(path)):
             raise DataError(f"{flag} {folder}: the output {path} exists and is not a regular file; move it away")
         if os.path.exists(path) and not overwrite:
