@@ -36,9 +36,14 @@ STATISTIC_NAMES: tuple[str, ...] = (
 
 @torch.no_grad()
 def token_terms(
-    log_prob: torch.Tensor, anchor_log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor
+    log_prob: torch.Tensor,
+    anchor_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    centre_log_prob: torch.Tensor | None = None,
 ) -> TokenTerms:
-    """The per-token quantities of `losses.TokenTerms`; at padded positions log_ratio = 0, mu = 1 and A = 0."""
+    """The per-token quantities of `losses.TokenTerms`; at padded positions log_ratio = 0, mu = 1 and A = 0.
+    `centre_log_prob` (log pi_prox, for a loss with centre "prox") defaults to the anchor."""
     dtype = compute_dtype(log_prob)
     anchor = torch.where(mask, anchor_log_prob.detach().to(dtype), 0.0)
     log_ratio = torch.where(mask, log_prob.detach().to(dtype) - anchor, 0.0)
@@ -46,7 +51,14 @@ def token_terms(
     ratio = torch.exp(clamped)
     mu = torch.exp(anchor)
     adv = torch.where(mask, advantages.detach().to(dtype), 0.0)
-    return TokenTerms(log_ratio, clamped, ratio, mu, torch.sub(ratio, 1.0).mul_(mu), adv)
+    prob_diff = torch.sub(ratio, 1.0).mul_(mu)
+    if centre_log_prob is None:
+        centre_ratio, centre_diff = torch.ones((), dtype=dtype, device=ratio.device), prob_diff
+    else:
+        centre_log_ratio = torch.where(mask, centre_log_prob.detach().to(dtype) - anchor, 0.0)
+        centre_ratio = torch.exp(centre_log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+        centre_diff = torch.sub(ratio, centre_ratio).mul_(mu)
+    return TokenTerms(log_ratio, clamped, ratio, mu, prob_diff, adv, centre_ratio, centre_diff)
 
 
 def _masked_reducers(mask: torch.Tensor, dtype: torch.dtype):
@@ -90,16 +102,17 @@ def summary_statistics(terms: TokenTerms, weight, penalty, mask) -> dict[str, to
         "k3_kl": ratio_mean - 1.0 - clamped_mean,  # k3 estimator of KL(mu || pi) = E[r - 1 - log r] >= 0
         "abs_log_ratio_mean": mean(t.log_ratio.abs()),  # training-inference mismatch; unclamped on purpose
         "neg_log_ratio_mean": -clamped_mean,  # verl's `ppo_kl`
-        "signed_shift_max": masked_max(torch.sign(t.advantages) * t.prob_diff),  # > 0: moved the way A pushes
+        # > 0: moved the way A pushes, measured from the regularizer's centre (mu; pi_prox for drpo_prox)
+        "signed_shift_max": masked_max(torch.sign(t.advantages) * t.centre_diff),
     }
 
 
 @torch.no_grad()
 def boundary_statistics(loss: PolicyLoss, terms: TokenTerms, weight, mask) -> dict[str, torch.Tensor]:
     """Fractions of valid tokens past the Binary-TV boundary (split by the sign of A) and with a negative weight
-    (the corrective regime, where the gradient pulls the token back toward mu)."""
+    (the corrective regime, where the gradient pulls the token back toward the centre: mu, or pi_prox)."""
     n = mask.sum()
-    beyond = outside_tv_region(terms.prob_diff, terms.advantages, loss.boundary) & mask
+    beyond = outside_tv_region(terms.centre_diff, terms.advantages, loss.boundary) & mask
     return {
         "beyond_boundary_pos_frac": (beyond & (terms.advantages > 0)).sum() / n,
         "beyond_boundary_neg_frac": (beyond & (terms.advantages < 0)).sum() / n,
@@ -115,15 +128,19 @@ def evaluate(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     boundary_counts: str = "always",
+    centre_log_prob: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(per-token loss values, d loss / d log pi, statistics named as STATISTIC_NAMES), all detached; zero at
-    padded positions. Shapes (batch_size, response_length); `mask` is bool.
+    padded positions. Shapes (batch_size, response_length); `mask` is bool. `centre_log_prob` is log pi_prox for a
+    loss centred on it (`loss.centre == "prox"`, required there) and must be None otherwise.
 
     boundary_counts="always" counts unconditionally: a pure function of tensors that torch.compile fuses into a few
     kernels. "when_reached" (eager) first reads two scalars and counts only if a token is past the boundary or has
     a negative weight (never at the paper's delta = 12.5); otherwise the counts are zero without a pass.
     """
-    terms = token_terms(log_prob, anchor_log_prob, advantages, mask)
+    if (loss.centre == "prox") != (centre_log_prob is not None):
+        raise ValueError(f"{loss.name}: centre_log_prob must be given exactly when the loss is centred on pi_prox")
+    terms = token_terms(log_prob, anchor_log_prob, advantages, mask, centre_log_prob)
     penalty = loss.penalty(terms)
     values = torch.addcmul(penalty, terms.advantages, terms.ratio, value=-1.0)
     weight = loss.gradient_weight(terms)
@@ -154,13 +171,13 @@ class CompiledEvaluate:
         self._compiled = None
         self.failed: Exception | None = None
 
-    def __call__(self, loss: PolicyLoss, log_prob, anchor_log_prob, advantages, mask):
+    def __call__(self, loss: PolicyLoss, log_prob, anchor_log_prob, advantages, mask, centre_log_prob=None):
         if self.failed is not None or min(mask.shape) < 2:  # torch specialises sizes 0 and 1: not worth a graph
-            return evaluate(loss, log_prob, anchor_log_prob, advantages, mask, "when_reached")
+            return evaluate(loss, log_prob, anchor_log_prob, advantages, mask, "when_reached", centre_log_prob)
         if self._compiled is None:
             self._compiled = torch.compile(evaluate, dynamic=True, backend=self.backend)
         try:
-            return self._compiled(loss, log_prob, anchor_log_prob, advantages, mask, "always")
+            return self._compiled(loss, log_prob, anchor_log_prob, advantages, mask, "always", centre_log_prob)
         except Exception as exc:  # noqa: BLE001  (any compiler failure: the eager path computes the same numbers)
             self.failed = exc
             cause = getattr(exc, "inner_exception", None) or exc.__cause__ or exc  # dynamo wraps the compiler's error
@@ -172,7 +189,7 @@ class CompiledEvaluate:
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return evaluate(loss, log_prob, anchor_log_prob, advantages, mask, "when_reached")
+            return evaluate(loss, log_prob, anchor_log_prob, advantages, mask, "when_reached", centre_log_prob)
 
 
 compiled_evaluate = CompiledEvaluate()

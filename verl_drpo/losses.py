@@ -27,6 +27,18 @@ Baselines and ablations named by the paper that verl 0.9.1 lacks (verl has `vani
     Mask-DRPO:               DRPO's penalty only on tokens outside DPPO's Binary-TV region
                              (A_t > 0 and pi_t - mu_t > delta_tv, or A_t < 0 and mu_t - pi_t > delta_tv).
 
+Beyond the paper: DRPO-prox, the regularizer centred on the proximal policy (verl-drpo, not in the paper). With
+pi_prox_t the probability of the sampled token under the policy at the start of the update (verl's recomputed old
+log-probs, the same for every mini-batch of a rollout) and r_prox_t = pi_prox_t / mu_t:
+
+    l_t = -A_t r_t + |A_t| mu_t (r_t - r_prox_t)^2 / (2 delta)   [ = -A_t r_t + |A_t| (pi_t - pi_prox_t)^2 / (2 delta mu_t) ]
+    grad l_t = -w_t A_t r_t grad log pi_t,      w_t = 1 - sign(A_t) (pi_t - pi_prox_t) / delta
+
+The ratio stays on mu (the importance weight that makes the estimate unbiased for data sampled from mu), but the
+penalty and the weight are centred on pi_prox, so the per-token optimum is pi* = pi_prox + sign(A) delta: the trust
+region moves with the policy instead of pulling every token back toward a mu that may be several versions old. With
+pi_prox = mu it is DRPO. In expectation over a ~ mu the penalty is sum_a |A(a)| (pi(a) - pi_prox(a))^2 / (2 delta).
+
 The delta scale (an open point, stated plainly): the paper sets delta = 12.5 (its §4). With D_t <= 1 the weight
 then stays within [0.92, 1.08], so the boundary is never reached and DRPO behaves as an untruncated importance-
 sampled policy gradient with a +-8 % linear pull toward mu. A delta below 1 (DPPO uses 0.15-0.2) makes the
@@ -118,11 +130,33 @@ def mask_drpo_token_loss(
     return -adv * ratio + outside * drpo_penalty(ratio, mu, adv, delta)
 
 
+def drpo_prox_penalty(ratio: torch.Tensor, prox_ratio: torch.Tensor, mu: torch.Tensor, advantages: torch.Tensor,
+                      delta: float) -> torch.Tensor:
+    """|A| mu (r - r_prox)^2 / (2 delta) = |A| (pi - pi_prox)^2 / (2 delta mu): DRPO's penalty centred on pi_prox."""
+    return advantages.abs() * mu * (ratio - prox_ratio).square() / (2.0 * delta)
+
+
+def drpo_prox_token_loss(
+    log_prob: torch.Tensor,
+    rollout_log_prob: torch.Tensor,
+    prox_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    delta: float,
+) -> torch.Tensor:
+    """DRPO-prox: l = -A r + |A| mu (r - r_prox)^2 / (2 delta), r = pi / mu, r_prox = pi_prox / mu."""
+    ratio = importance_ratio(log_prob, rollout_log_prob)
+    prox_ratio = importance_ratio(prox_log_prob.detach(), rollout_log_prob)
+    adv = advantages.detach().to(ratio.dtype)
+    mu = torch.exp(rollout_log_prob.detach().to(ratio.dtype))
+    return -adv * ratio + drpo_prox_penalty(ratio, prox_ratio, mu, adv, delta)
+
+
 # ---- gradient weights (Eq. 9, Table 1): grad l = -w A r grad log pi ---------------------------------------------
 
 
 def drpo_gradient_weight(prob_diff: torch.Tensor, advantages: torch.Tensor, delta: float) -> torch.Tensor:
-    """w = 1 - sign(A) (pi - mu) / delta, within [1 - 1/delta, 1 + 1/delta]. prob_diff = pi - mu."""
+    """w = 1 - sign(A) (pi - mu) / delta, within [1 - 1/delta, 1 + 1/delta]. prob_diff = pi - mu (for DRPO-prox:
+    pi - pi_prox, the same weight centred on pi_prox)."""
     # the first product promotes (float32 advantages, float64 shifts -> float64); the rest is in place
     return (torch.sign(advantages) * prob_diff).mul_(-1.0 / delta).add_(1.0)
 
@@ -158,19 +192,27 @@ class TokenTerms:
     mu: torch.Tensor  # the anchor's probability
     prob_diff: torch.Tensor  # pi - mu = mu (r - 1), exact wherever the log-ratio is not clamped
     advantages: torch.Tensor
+    # The centre of the regularizer. For every mode but drpo_prox it is mu: centre_ratio is then 1 and centre_diff
+    # is prob_diff (the same tensor). For drpo_prox it is pi_prox: centre_ratio = pi_prox / mu (clamped as r is),
+    # centre_diff = pi - pi_prox = mu (r - centre_ratio).
+    centre_ratio: torch.Tensor
+    centre_diff: torch.Tensor
 
 
 @dataclass(frozen=True)
 class PolicyLoss:
     """A loss of the family l = -A r + penalty, grad l = -w A r grad log pi.
 
-    `boundary` is the Binary-TV threshold that the beyond-boundary diagnostics refer to.
+    `boundary` is the Binary-TV threshold that the beyond-boundary diagnostics refer to (measured from the centre,
+    `TokenTerms.centre_diff`). `centre` is "mu" or "prox": what the regularizer is centred on, so what the caller
+    must pass as the centre's log-probs (`verl_drpo.fast.evaluate`'s `centre_log_prob`).
     """
 
     name: str
     penalty: Callable[[TokenTerms], torch.Tensor]
     gradient_weight: Callable[[TokenTerms], torch.Tensor]
     boundary: float
+    centre: str = "mu"
 
 
 def drpo(delta: float) -> PolicyLoss:
@@ -208,4 +250,15 @@ def mask_drpo(delta: float, delta_tv: float) -> PolicyLoss:
         * drpo_penalty(t.ratio, t.mu, t.advantages, delta),
         gradient_weight=lambda t: mask_drpo_gradient_weight(t.prob_diff, t.advantages, delta, delta_tv),
         boundary=delta_tv,
+    )
+
+
+def drpo_prox(delta: float) -> PolicyLoss:
+    """DRPO-prox (beyond the paper): Eq. 8 / Eq. 9 with the penalty and the weight centred on pi_prox."""
+    return PolicyLoss(
+        name="drpo_prox",
+        penalty=lambda t: drpo_prox_penalty(t.ratio, t.centre_ratio, t.mu, t.advantages, delta),
+        gradient_weight=lambda t: drpo_gradient_weight(t.centre_diff, t.advantages, delta),
+        boundary=delta,
+        centre="prox",
     )

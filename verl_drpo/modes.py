@@ -74,8 +74,12 @@ class LossMode:
     formula: for verl-drpo's modes, the constructor in ``verl_drpo.losses`` that builds its ``PolicyLoss``; it is
         called with the values of ``reads``, in that order.
     reads: the ``POLICY_LOSS_FIELDS`` this mode reads.
-    anchored_on_mu: its trust region is measured against the rollout probability mu, so it needs verl's bypass mode
-        (the rollout log-probs as ``old_log_prob``).
+    anchored_on_mu: its ratio is measured against the rollout probability mu (the rollout log-probs as
+        ``old_log_prob``, verl's bypass mode, unless ``verl_inputs`` says otherwise).
+    verl_inputs: how verl must hand the loss its probabilities. "bypass": ``old_log_prob`` is log mu (verl's bypass
+        mode). "decoupled": ``old_log_prob`` is log pi_prox (verl's recomputed old log-probs) and
+        ``rollout_is_weights`` is pi_prox / mu, token-level and untruncated, from which the loss recovers mu
+        (``DECOUPLED_OVERRIDES`` make verl do that; the preflight refuses any other decoupled configuration).
     actor: baseline settings carried by verl's ActorConfig (clip ratios, DPPO's delta).
     aliases: other names registered for the same loss (configs written for other code bases).
     """
@@ -89,11 +93,27 @@ class LossMode:
     reads: tuple[str, ...] = ()
     actor: tuple[Setting, ...] = ()
     aliases: tuple[str, ...] = ()
+    verl_inputs: str = "bypass"
+
+    def __post_init__(self):
+        if self.verl_inputs not in ("bypass", "decoupled"):
+            raise ValueError(f"mode {self.name!r}: verl_inputs must be 'bypass' or 'decoupled'")
 
     @property
     def settings(self) -> tuple[Setting, ...]:
         return tuple(POLICY_LOSS_FIELDS[f] for f in self.reads) + self.actor
 
+
+# verl's decoupled mode with token-level importance weights pi_prox / mu that are never truncated: verl clamps the
+# log-ratio to +-20 (rollout_corr_helper.SAFETY_BOUND) before exp(), so any threshold above e^20 ~ 4.85e8 never binds.
+UNTRUNCATED_IS_THRESHOLD = 1.0e10
+DECOUPLED_OVERRIDES: tuple[str, ...] = (
+    "algorithm.rollout_correction.bypass_mode=False",
+    "actor_rollout_ref.rollout.calculate_log_probs=True",
+    "algorithm.rollout_correction.rollout_is=token",
+    f"algorithm.rollout_correction.rollout_is_threshold={UNTRUNCATED_IS_THRESHOLD:g}",
+    "algorithm.rollout_correction.rollout_is_batch_normalize=False",
+)
 
 _DPPO_C = Setting("clip_ratio_c", 10000.0, "DPPO_CLIP_RATIO_C",
                   "ratio truncation lifted (verl's default 3.0 would truncate the IS ratio), as verl's DPPO example",
@@ -104,6 +124,9 @@ MODES: dict[str, LossMode] = {
     for m in (
         LossMode("drpo", "DRPO: -A r + |A| mu (r-1)^2 / (2 delta)", "arXiv 2606.09821, Eq. 8", "verl-drpo", True,
                  formula="drpo", reads=("drpo_delta",), aliases=("spo_adaptive_eps",)),
+        LossMode("drpo_prox", "DRPO-prox (beyond the paper): ratio on mu, penalty centred on pi_prox, "
+                 "-A r + |A| (pi - pi_prox)^2 / (2 delta mu)", "verl-drpo (docs/algorithm.md, DRPO-prox)",
+                 "verl-drpo", True, formula="drpo_prox", reads=("drpo_delta",), verl_inputs="decoupled"),
         LossMode("mask_drpo", "DRPO's penalty only outside DPPO's Binary-TV region (ablation)",
                  "arXiv 2606.09821, ablations", "verl-drpo", True, formula="mask_drpo",
                  reads=("drpo_delta", "mask_drpo_tv_delta")),
@@ -143,7 +166,8 @@ def get(name: str) -> LossMode:
 
 def recipe_overrides(name: str, environ=None) -> list[str]:
     """The Hydra overrides that select ``name`` with its paper settings, each value taken from its recipe variable
-    when set. Keys that verl's YAML lacks (the config hook's fields) are added with ``+``."""
+    when set. Keys that verl's YAML lacks (the config hook's fields) are added with ``+``. A mode with decoupled
+    inputs ends with ``DECOUPLED_OVERRIDES`` (they replace a recipe's bypass-mode settings given before them)."""
     mode = get(name)
     out = [f"{POLICY_LOSS_KEY}._target_={POLICY_LOSS_TARGET}", f"{POLICY_LOSS_KEY}.loss_mode={name}"]
     for s in mode.settings:
@@ -151,6 +175,8 @@ def recipe_overrides(name: str, environ=None) -> list[str]:
             out.append(f"+{POLICY_LOSS_KEY}.{s.field}={s.value(environ)}")
         else:
             out.append(f"{ACTOR_KEY}.{s.field}={s.value(environ)}")
+    if mode.verl_inputs == "decoupled":
+        out.extend(DECOUPLED_OVERRIDES)
     return out
 
 

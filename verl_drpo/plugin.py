@@ -52,28 +52,38 @@ def compute_policy_loss(
     """
     _check_inputs(loss_mode, old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
     loss = policy_loss_of(loss_mode, config)
-    if rollout_is_weights is not None:
+    decoupled = modes.get(loss_mode).verl_inputs == "decoupled"
+    if decoupled and rollout_is_weights is None:
+        raise ValueError(_no_weights_message(loss_mode))
+    if rollout_is_weights is not None and not decoupled:
         _warn_decoupled_anchor(loss_mode)
     mask = response_mask.bool()
     if mask.numel() == 0:  # batch 0 or length 0: nothing to reduce over, as an empty mask
         return _empty_mask_result(log_prob, mask)
 
-    if config.get("use_torch_compile", False):  # follow verl's switch: compiled exactly when verl compiles the actor
-        values, grad_coef, stats = fast.compiled_evaluate(loss, log_prob, old_log_prob, advantages, mask)
+    if decoupled:  # old_log_prob is log pi_prox; mu comes back from the weights pi_prox / mu
+        anchor, centre = rollout_log_prob_from_decoupled(old_log_prob, rollout_is_weights, mask), old_log_prob
+        unrecoverable = (~recoverable_weights(rollout_is_weights) & mask).sum().float()
     else:
-        values, grad_coef, stats = fast.evaluate(loss, log_prob, old_log_prob, advantages, mask, "when_reached")
+        anchor, centre, unrecoverable = old_log_prob, None, torch.zeros((), device=mask.device)
+    if config.get("use_torch_compile", False):  # follow verl's switch: compiled exactly when verl compiles the actor
+        values, grad_coef, stats = fast.compiled_evaluate(loss, log_prob, anchor, advantages, mask, centre)
+    else:
+        values, grad_coef, stats = fast.evaluate(loss, log_prob, anchor, advantages, mask, "when_reached", centre)
     loss_mat = fast.attach_gradient(log_prob, values, grad_coef)
-    if rollout_is_weights is not None:
+    if rollout_is_weights is not None and not decoupled:  # decoupled: the ratio is already on mu
         loss_mat = loss_mat * torch.where(mask, rollout_is_weights.detach(), 0.0)
     batch_info = config.get("global_batch_info", None) or {}
     pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **batch_info)
 
     # One device sync reads the loss and every statistic.
-    n_valid, loss_value, *values_read = torch.stack(
-        [mask.sum().float(), pg_loss.detach().float(), *(v.float() for v in stats.values())]
+    n_valid, n_unrecoverable, loss_value, *values_read = torch.stack(
+        [mask.sum().float(), unrecoverable, pg_loss.detach().float(), *(v.float() for v in stats.values())]
     ).tolist()
     if n_valid == 0:
         return _empty_mask_result(log_prob, mask)
+    if n_unrecoverable:
+        raise ValueError(_unrecoverable_message(loss_mode, int(n_unrecoverable), int(n_valid)))
     if not all(math.isfinite(v) for v in (loss_value, *values_read)):
         raise FloatingPointError(_non_finite_message(loss_mode, mask, old_log_prob, log_prob, advantages,
                                                      rollout_is_weights))
@@ -97,6 +107,51 @@ def _empty_mask_result(log_prob: torch.Tensor, mask: torch.Tensor) -> tuple[torc
     metrics per micro-batch across data-parallel ranks and requires the same keys everywhere."""
     zero = torch.where(mask, log_prob, 0.0).sum() * 0.0
     return zero, _metrics(dict.fromkeys(fast.STATISTIC_NAMES, 0.0))
+
+
+# ---- decoupled inputs: mu from pi_prox and the importance weights --------------------------------------------------
+
+
+# verl computes the weights as exp(clamp(log pi_prox - log mu, -20, 20)) (rollout_corr_helper.SAFETY_BOUND): a weight
+# at either end of that range may have been clamped, so mu cannot be recovered from it.
+_IS_LOG_BOUND = 20.0
+_IS_BOUND_TOLERANCE = 1e-4  # relative; float32 rounding of exp(+-20) is ~1e-7
+
+
+def recoverable_weights(rollout_is_weights: torch.Tensor) -> torch.Tensor:
+    """True where a weight pi_prox / mu is finite and strictly inside verl's safety range (e^-20, e^20), so that mu
+    follows from it exactly (up to float rounding); False at zero (IcePop), clamped, NaN or inf weights."""
+    w = rollout_is_weights.detach().to(losses.compute_dtype(rollout_is_weights))
+    upper = math.exp(_IS_LOG_BOUND) * (1.0 - _IS_BOUND_TOLERANCE)
+    lower = math.exp(-_IS_LOG_BOUND) * (1.0 + _IS_BOUND_TOLERANCE)
+    return torch.isfinite(w) & (w > lower) & (w < upper)
+
+
+def rollout_log_prob_from_decoupled(old_log_prob: torch.Tensor, rollout_is_weights: torch.Tensor,
+                                    mask: torch.Tensor) -> torch.Tensor:
+    """log mu = log pi_prox - log(pi_prox / mu), at valid tokens with recoverable weights (0 elsewhere; the caller
+    refuses a batch with an unrecoverable valid token)."""
+    dtype = losses.compute_dtype(old_log_prob)
+    w = rollout_is_weights.detach().to(dtype)
+    ok = mask & recoverable_weights(rollout_is_weights)
+    return torch.where(ok, old_log_prob.detach().to(dtype) - torch.log(torch.where(ok, w, 1.0)), 0.0)
+
+
+def _no_weights_message(loss_mode: str) -> str:
+    return (
+        f"loss_mode={loss_mode} centres its regularizer on pi_prox and anchors its ratio on mu, so it needs verl's "
+        "decoupled mode: old_log_prob = the recomputed pi_prox and rollout_is_weights = pi_prox/mu, token-level and "
+        "untruncated. verl passed no rollout_is_weights (bypass mode, or rollout_is=null). Set "
+        + " ".join(modes.DECOUPLED_OVERRIDES) + " (python -m verl_drpo overrides " + loss_mode + " prints them)."
+    )
+
+
+def _unrecoverable_message(loss_mode: str, n_bad: int, n_valid: int) -> str:
+    return (
+        f"loss_mode={loss_mode}: {n_bad} of {n_valid} valid tokens have a rollout_is_weight from which mu cannot be "
+        "recovered (zero, non-finite, or at verl's e^+-20 clamp: an IcePop threshold, or pi_prox/mu beyond "
+        "e^+-20). Use token-level weights that are never truncated: " + " ".join(modes.DECOUPLED_OVERRIDES[2:]) + "."
+    )
 
 
 # ---- from verl's config to a losses.PolicyLoss --------------------------------------------------------------------

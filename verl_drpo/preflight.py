@@ -15,6 +15,7 @@ Configs are OmegaConf DictConfigs of verl's `ppo_trainer` (or `fully_async_ppo_t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -55,7 +56,8 @@ def trainer_config_warnings(cfg: Any) -> list[str]:
     """Warnings about a full trainer config for the loss modes of `verl_drpo.modes`; [] for a clean config."""
     loss_mode = _select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
     found = []
-    if modes.anchored_on_mu(loss_mode):
+    decoupled = loss_mode in modes.REGISTERED_NAMES and modes.get(loss_mode).verl_inputs == "decoupled"
+    if modes.anchored_on_mu(loss_mode) and not decoupled:  # decoupled inputs: decoupled_input_problems
         bypass = bool(_select(cfg, "algorithm.rollout_correction.bypass_mode", False))
         log_probs = bool(_select(cfg, "actor_rollout_ref.rollout.calculate_log_probs", False))
         if not (bypass and log_probs):
@@ -69,6 +71,7 @@ def trainer_config_warnings(cfg: Any) -> list[str]:
         # loss_mode to 'bypass_mode' only in the driver's config, during fit(), after the workers have bound
         # ppo_loss to their own copy; nothing on the driver reads loss_mode afterwards (docs/algorithm.md, Anchor;
         # tests/core/test_config_on_cpu.py::test_legacy_trainer_bypass_rewrite_does_not_reach_the_workers_loss).
+    if modes.anchored_on_mu(loss_mode):
         temperature = _select(cfg, "actor_rollout_ref.rollout.temperature", 1.0)
         if float(temperature) != 1.0:
             found.append(
@@ -102,6 +105,45 @@ def trainer_config_warnings(cfg: Any) -> list[str]:
                 f"actor_rollout_ref.actor.policy_loss._target_={modes.POLICY_LOSS_TARGET} to set and validate them."
             )
     return found
+
+
+# ---- decoupled inputs: mu must be recoverable from verl's importance weights ----------------------------------------
+
+
+def decoupled_input_problems(cfg: Any) -> list[str]:
+    """For a mode with decoupled inputs (`modes.LossMode.verl_inputs`), what keeps mu from being recovered exactly
+    from verl's `rollout_is_weights` = pi_prox / mu; [] for other modes or a config that passes. verl computes the
+    weights in `rollout_corr_helper.compute_rollout_correction_weights`: per token only for rollout_is=token, clamped
+    at rollout_is_threshold (or zeroed outside a 'lower_upper' IcePop range), optionally divided by their batch mean."""
+    loss_mode = _select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
+    if loss_mode not in modes.REGISTERED_NAMES or modes.get(loss_mode).verl_inputs != "decoupled":
+        return []
+    rc = "algorithm.rollout_correction."
+    found = []
+    if bool(_select(cfg, rc + "bypass_mode", False)):
+        found.append(f"{rc}bypass_mode=True: old_log_prob is then mu itself and pi_prox is never computed")
+    if not bool(_select(cfg, "actor_rollout_ref.rollout.calculate_log_probs", False)):
+        found.append("actor_rollout_ref.rollout.calculate_log_probs=False: verl then has no mu to weight with")
+    level = _select(cfg, rc + "rollout_is", None)
+    if level != "token":
+        found.append(f"{rc}rollout_is={level}: only token-level weights give each token's mu "
+                     "(sequence-level weights are one product per sequence; null gives none)")
+    threshold = _select(cfg, rc + "rollout_is_threshold", 2.0)
+    try:
+        upper = float(threshold) if not isinstance(threshold, bool) else math.nan
+    except (TypeError, ValueError):  # 'lower_upper': IcePop zeroes the weights outside the range
+        upper = math.nan
+    if not upper >= math.exp(20.0):
+        found.append(f"{rc}rollout_is_threshold={threshold}: weights above it are truncated (or, for 'lower_upper', "
+                     f"zeroed), so their mu is lost; use a single number >= e^20 "
+                     f"(e.g. {modes.UNTRUNCATED_IS_THRESHOLD:g})")
+    if bool(_select(cfg, rc + "rollout_is_batch_normalize", False)):
+        found.append(f"{rc}rollout_is_batch_normalize=True: dividing the weights by their batch mean loses mu's scale")
+    if found:
+        fix = " ".join(modes.DECOUPLED_OVERRIDES)
+        return [f"loss_mode={loss_mode} recovers mu from verl's decoupled-mode weights pi_prox/mu, which this config "
+                f"does not allow: {'; '.join(found)}. Set {fix}."]
+    return []
 
 
 # ---- verl's trainer-constructor assertions, mirrored once each ------------------------------------------------------
@@ -189,8 +231,9 @@ MIRRORED_CHECKS: tuple[MirroredCheck, ...] = (
 
 
 def trainer_start_problems(cfg: Any, entry: str = "main_ppo") -> list[str]:
-    """What verl's trainer for `entry` (and, for main_ppo, `trainer.v1.trainer_mode`) would reject at start-up."""
-    problems = []
+    """What verl's trainer for `entry` (and, for main_ppo, `trainer.v1.trainer_mode`) would reject at start-up, and
+    the configurations a loss mode refuses (`decoupled_input_problems`)."""
+    problems = decoupled_input_problems(cfg)
     mode = "fully_async" if entry == "fully_async" else _select(cfg, "trainer.v1.trainer_mode", "sync")
     if entry == "main_ppo":
         from verl.trainer.ppo.v1 import get_trainer_cls

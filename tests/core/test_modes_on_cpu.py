@@ -46,7 +46,7 @@ def test_config_fields_defaults_and_help_agree_with_the_table():
 def test_each_own_mode_builds_its_formula_from_the_config_values_it_reads():
     config = actor_config(policy_loss=DRPOPolicyLossConfig(loss_mode="drpo", drpo_delta=0.3, spo_epsilon=2.0,
                                                            mask_drpo_tv_delta=0.1))
-    boundaries = {"drpo": 0.3, "mask_drpo": 0.1, "spo": 0.1, "pg_is": 0.1}
+    boundaries = {"drpo": 0.3, "drpo_prox": 0.3, "mask_drpo": 0.1, "spo": 0.1, "pg_is": 0.1}
     for name in modes.OWN_MODES:
         loss = plugin.policy_loss_of(name, config)
         assert loss.name == modes.MODES[name].formula == name

@@ -12,7 +12,7 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.config import ActorConfig, PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from verl_drpo import LOSS_MODES, losses, plugin, preflight
+from verl_drpo import LOSS_MODES, losses, modes, plugin, preflight
 from verl_drpo.config import DRPOPolicyLossConfig
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -21,6 +21,9 @@ REFERENCE = {
     "spo": lambda lp, m, a: losses.spo_token_loss(lp, m, a, 12.5),
     "pg_is": lambda lp, m, a: losses.pg_is_token_loss(lp, m, a),
     "mask_drpo": lambda lp, m, a: losses.mask_drpo_token_loss(lp, m, a, 0.3, 0.15),
+    # decoupled inputs: `m` is log pi_prox; mu = pi_prox / (the weights of decoupled_weights)
+    "drpo_prox": lambda lp, prox, a: losses.drpo_prox_token_loss(lp, prox - decoupled_weights(prox).log(), prox, a,
+                                                                 0.3),
 }
 
 
@@ -42,7 +45,18 @@ def batch(bs=8, length=24, seed=0, dtype=torch.float64):
     return log_prob.to(dtype), old.to(dtype), adv.to(dtype), mask
 
 
+DECOUPLED = [m for m in LOSS_MODES if modes.get(m).verl_inputs == "decoupled"]
+
+
+def decoupled_weights(old, seed=1):
+    """A valid rollout_is_weights tensor pi_prox / mu for a decoupled mode whose `old` is log pi_prox."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.exp(0.5 * torch.randn(old.shape, generator=gen, dtype=torch.float64)).to(old.dtype)
+
+
 def call(loss_mode, log_prob, old, adv, mask, config, rollout_is_weights=None):
+    if loss_mode in DECOUPLED and rollout_is_weights is None:  # what verl's decoupled mode passes
+        rollout_is_weights = decoupled_weights(old)
     return get_policy_loss_fn(loss_mode)(
         old_log_prob=old, log_prob=log_prob, advantages=adv, response_mask=mask,
         loss_agg_mode=config.loss_agg_mode, config=config, rollout_is_weights=rollout_is_weights,

@@ -244,7 +244,7 @@ def _weights(task, model, method, ro, adv, mu):
     loss, metrics = verl_policy_loss(make_actor_config(method, ro.response_ids.shape[0], 1, 6), seq_lp, mb)
     loss.backward()
     p = ro.prompt_ids.shape[1]
-    w = effective_weights(seq_lp.grad[:, p - 1 : -1], seq_lp.detach()[:, p - 1 : -1], mb, 6)
+    w = effective_weights(seq_lp.grad[:, p - 1 : -1], seq_lp.detach()[:, p - 1 : -1], mb, 6, mu)
     return w, seq_lp.detach()[:, p - 1 : -1], metrics
 
 

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CI run: every default method, one seed, a few steps")
     mode.add_argument("--full", action="store_true", help="the wide design (see docs/lab.md for its cost)")
+    mode.add_argument("--design", choices=[d for d in DESIGNS if d not in ("default", "full", "quick")], default=None,
+                      help="a named design: " + "; ".join(f"{d.name}: {d.summary}" for d in DESIGNS.values()
+                                                          if d.summary))
     p.add_argument("--methods", type=_methods, default=None, help=f"comma list from {', '.join(METHODS)}")
     p.add_argument("--staleness", type=_ints, default=None, help="comma list of k (optimizer steps of staleness)")
     p.add_argument("--mismatch", type=_floats, default=None, help="comma list of sigma (behaviour logit noise std)")
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def design_from_args(args) -> Design:
-    base = DESIGNS["quick" if args.quick else "full" if args.full else "default"]
+    base = DESIGNS[args.design or ("quick" if args.quick else "full" if args.full else "default")]
     cfg = replace(base.config, dtype=args.dtype)
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps, eval_every=min(cfg.eval_every, args.steps))
@@ -109,7 +112,7 @@ def design_from_args(args) -> Design:
             raise ValueError("--staleness/--mismatch: duplicate setting")
     methods = tuple(args.methods) if args.methods else base.methods
     seeds = tuple(args.seeds) if args.seeds is not None else base.seeds
-    return Design(base.name, cfg, methods, settings, seeds)
+    return Design(base.name, cfg, methods, settings, seeds, base.references, base.summary, base.gain_in_every_setting)
 
 
 def _cpu_flags() -> dict:
@@ -186,9 +189,10 @@ def _run(design: Design, args, argv: list[str], out) -> int:
         "design": design.name,
         "config": json.loads(json.dumps(asdict(cfg))),
         "methods": {m: METHODS[m].describe() for m in design.methods},
-        "references": list(REFERENCES),
+        "references": [r for r in design.references if r in design.methods],
         "settings": [asdict(s) | {"name": s.name} for s in design.settings],
         "control_setting": design.settings[0].name,
+        "gain_settings": [s.name for s in design.settings] if design.gain_in_every_setting else None,
         "seeds": list(design.seeds),
         "warm_start_success": info["warm_start_success"],
         "mechanism_check": info["mechanism_check"],

@@ -165,6 +165,8 @@ METHODS: dict[str, Method] = {
         Method("vanilla", "vanilla"),
         Method("spo", "spo"),
         Method("mask_drpo", "mask_drpo", (("drpo_delta", 0.2),)),
+        # beyond the paper (issue 10, docs/lab.md "DRPO-prox"): the ratio on mu, the regularizer centred on pi_prox
+        Method("drpo_prox_d0.2", "drpo_prox", (("drpo_delta", 0.2),)),
         # arms without gradient clipping: Adam plus clipping bounds every step, which hides ratio blow-ups
         Method("pg_is_noclip", "pg_is", clip_grad=0.0),
         Method("drpo_d0.2_noclip", "drpo", (("drpo_delta", 0.2),), clip_grad=0.0),
@@ -203,13 +205,17 @@ class Setting:
 
 @dataclass(frozen=True)
 class Design:
-    """A grid: methods x settings x seeds, run with ``config``."""
+    """A grid: methods x settings x seeds, run with ``config``; every method is compared with each of
+    ``references`` (paired by seed). The first setting is the control of the learning check."""
 
     name: str
     config: LabConfig
     methods: tuple[str, ...]
     settings: tuple[Setting, ...]
     seeds: tuple[int, ...]
+    references: tuple[str, ...] = REFERENCES
+    summary: str = ""
+    gain_in_every_setting: bool = False  # report final - start per method in every setting, not only the control
 
 
 _ONE_AXIS_AT_A_TIME = (Setting(0, 0.0), Setting(16, 0.0), Setting(0, 1.0))
@@ -238,4 +244,17 @@ QUICK = Design(
     settings=(Setting(4, 0.5),),
     seeds=(0,),
 )
-DESIGNS = {d.name: d for d in (DEFAULT, FULL, QUICK)}
+
+# The pre-registered test of DRPO-prox (docs/lab.md, "DRPO-prox: the pre-registered test"): the variant against
+# mu-anchored DRPO at the same delta, PG-IS and DPPO-TV, at staleness k in {0, 16, 32} with and without logit noise,
+# in a learning regime (the default schedule) and a degrading one (a learning rate at which PG-IS loses success).
+_PROX_METHODS = ("pg_is", "dppo_tv", "drpo_d0.2", "drpo_prox_d0.2")
+_PROX_REFERENCES = ("drpo_d0.2", "pg_is", "dppo_tv")
+_PROX_SETTINGS = tuple(Setting(k, sigma) for sigma in (0.0, 1.0) for k in (0, 16, 32))
+PROX_DEGRADING_LR = 1e-3
+PROX_LEARNING = Design("prox_learning", LabConfig(), _PROX_METHODS, _PROX_SETTINGS, tuple(range(10)),
+                       _PROX_REFERENCES, "DRPO-prox test, learning regime (the default schedule)", True)
+PROX_DEGRADING = Design("prox_degrading", LabConfig(lr=PROX_DEGRADING_LR), _PROX_METHODS, _PROX_SETTINGS,
+                        tuple(range(10)), _PROX_REFERENCES,
+                        f"DRPO-prox test, degrading regime (lr {PROX_DEGRADING_LR:g})", True)
+DESIGNS = {d.name: d for d in (DEFAULT, FULL, QUICK, PROX_LEARNING, PROX_DEGRADING)}

@@ -77,7 +77,7 @@ def _by_seed(runs, setting, method, key):
     return {r["seed"]: r[key] for r in runs if r["setting"] == setting and r["method"] == method}
 
 
-def summarize_runs(runs: list[dict]) -> list[dict]:
+def summarize_runs(runs: list[dict], references=REFERENCES) -> list[dict]:
     """One row per (setting, method), in grid order: means over seeds and paired differences to the references."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
@@ -104,7 +104,7 @@ def summarize_runs(runs: list[dict]) -> list[dict]:
             "verl_clipfrac": _mean([x["verl_clipfrac"] for x in rows]),
             "nonzero_adv_frac": _mean([x["nonzero_adv_frac"] for x in rows]),
         }
-        for ref in REFERENCES:
+        for ref in references:
             for key in ("auc", "final_success"):
                 mine, theirs = _by_seed(runs, setting, method, key), _by_seed(runs, setting, ref, key)
                 seeds = sorted(set(mine) & set(theirs))
@@ -146,9 +146,9 @@ def _iv(d):
     return Interval(d["mean"], d["low"], d["high"], d["n"]).text() + (" *" if d["resolved"] else "")
 
 
-def format_tables(summary: list[dict]) -> str:
+def format_tables(summary: list[dict], references=REFERENCES) -> str:
     """Two Markdown tables: outcomes with paired differences, and diagnostics."""
-    refs = REFERENCES
+    refs = references
     head = ["setting", "method", "start", "final", "AUC"] + [f"ΔAUC vs {r}" for r in refs] + \
         [f"Δfinal vs {r}" for r in refs]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
@@ -169,18 +169,21 @@ def format_tables(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def conclusions(summary: list[dict], learning: dict | None) -> list[str]:
-    """Sentences generated from the table: a difference is stated only where its 95 % interval excludes 0."""
+def conclusions(summary: list[dict], learning, references=REFERENCES) -> list[str]:
+    """Sentences generated from the table: a difference is stated only where its 95 % interval excludes 0.
+    `learning` is one `learning_check` (the control setting) or a list of them (the first is the control)."""
     out = []
-    if learning:
-        for method, g in learning["gain"].items():
+    checks = [learning] if isinstance(learning, dict) else [c for c in (learning or []) if c]
+    for i, check in enumerate(checks):
+        where = f"On-policy ({check['setting']})" if i == 0 else f"In {check['setting']}"
+        for method, g in check["gain"].items():
             iv = Interval(g["mean"], g["low"], g["high"], g["n"])
             verdict = ("rises" if iv.low > 0 else "falls" if iv.high < 0 else "shows no resolved change")
-            out.append(f"On-policy ({learning['setting']}), {method} {verdict}: final − start = {iv.text()} "
-                       f"(seed spread of the start: sd {_f(learning['start_sd_over_seeds'])}).")
+            out.append(f"{where}, {method} {verdict}: final − start = {iv.text()} "
+                       f"(seed spread of the start: sd {_f(check['start_sd_over_seeds'])}).")
     for setting in dict.fromkeys(s["setting"] for s in summary):
         rows = [s for s in summary if s["setting"] == setting]
-        for ref in REFERENCES:
+        for ref in references:
             resolved, unresolved = [], []
             for s in rows:
                 if s["method"] == ref:
@@ -206,11 +209,11 @@ def conclusions(summary: list[dict], learning: dict | None) -> list[str]:
     return out
 
 
-def resolved_signs(summary: list[dict]) -> dict[str, int]:
+def resolved_signs(summary: list[dict], references=REFERENCES) -> dict[str, int]:
     """{"setting|method|metric|ref": +1 or -1} for every resolved paired difference (for cross-environment checks)."""
     out = {}
     for s in summary:
-        for ref in REFERENCES:
+        for ref in references:
             for short in ("auc", "final"):
                 d = s[f"d_{short}_vs_{ref}"]
                 if d is not None and d["resolved"]:
@@ -220,7 +223,8 @@ def resolved_signs(summary: list[dict]) -> dict[str, int]:
 
 def compare_environments(a: dict, b: dict) -> dict:
     """Resolved signs of two results files (dicts from results.json): agreements, flips, one-sided resolutions."""
-    sa, sb = resolved_signs(a["summary"]), resolved_signs(b["summary"])
+    sa = resolved_signs(a["summary"], a.get("meta", {}).get("references", REFERENCES))
+    sb = resolved_signs(b["summary"], b.get("meta", {}).get("references", REFERENCES))
     both = sorted(set(sa) & set(sb))
     return {
         "agree": [k for k in both if sa[k] == sb[k]],
@@ -232,7 +236,7 @@ def compare_environments(a: dict, b: dict) -> dict:
 
 def report_markdown(summary: list[dict], learning: dict | None, meta: dict) -> str:
     lines = ["**Conclusions (generated from the table; `*` marks an interval that excludes 0):**", ""]
-    lines += [f"- {c}" for c in conclusions(summary, learning)]
+    lines += [f"- {c}" for c in conclusions(summary, learning, meta.get("references", REFERENCES))]
     mc = [c for c in meta.get("mechanism_check") or [] if c["relative_difference"] is not None]
     if mc:
         rd = [c["relative_difference"] for c in mc]
@@ -293,8 +297,12 @@ class OutputFolder:
 
 def write_outputs(folder: Path, runs: list[dict], meta: dict) -> dict:
     """results.json (everything), runs.csv (one row per run), summary.csv, table.md and report.md, into `folder`."""
-    summary = summarize_runs(runs)
-    learning = learning_check(runs, meta["control_setting"]) if meta.get("control_setting") else None
+    references = tuple(meta.get("references", REFERENCES))
+    summary = summarize_runs(runs, references)
+    if meta.get("gain_settings"):  # the control first
+        learning = [learning_check(runs, s) for s in meta["gain_settings"]]
+    else:
+        learning = learning_check(runs, meta["control_setting"]) if meta.get("control_setting") else None
     (folder / "results.json").write_text(json.dumps(
         {"meta": meta, "summary": summary, "learning": learning, "runs": runs}, indent=1, allow_nan=True))
     with open(folder / "runs.csv", "w", newline="") as f:
@@ -307,7 +315,7 @@ def write_outputs(folder: Path, runs: list[dict], meta: dict) -> dict:
         w = csv.DictWriter(f, fieldnames=list(flat[0]))
         w.writeheader()
         w.writerows(flat)
-    table = format_tables(summary)
+    table = format_tables(summary, references)
     (folder / "table.md").write_text(table + "\n")
     report = report_markdown(summary, learning, meta)
     (folder / "report.md").write_text(table + "\n\n" + report + "\n")

@@ -25,7 +25,7 @@ from .design import METHODS, LabConfig, Method, Setting
 from .policy import Rollout, SnapshotQueue, build_model, generate, left_pad, response_log_probs, round_weights
 from .policy import next_token_logits, sequence_log_probs
 from .task import Task
-from .verl_path import MiniBatch, make_actor_config, verl_policy_loss
+from .verl_path import MiniBatch, decoupled_inputs, make_actor_config, uses_decoupled_inputs, verl_policy_loss
 
 EVAL_SEED = 1_000_003  # the held-out prompt set is the same for every seed and method
 # verl's own clip / mask fractions, shown as reported by ppo_loss (means over a run's updates)
@@ -134,7 +134,8 @@ def mean_abs_prob_diff(pi_log_probs: torch.Tensor, mu_log_probs: torch.Tensor, m
     return (pi_log_probs[m].exp() - mu_log_probs[m].exp()).abs().mean().item()
 
 
-def effective_weights(grad_log_pi: torch.Tensor, log_pi: torch.Tensor, mb: MiniBatch, horizon: int) -> torch.Tensor:
+def effective_weights(grad_log_pi: torch.Tensor, log_pi: torch.Tensor, mb: MiniBatch, horizon: int,
+                      mu_log_probs: torch.Tensor) -> torch.Tensor:
     """Per-token weight w with grad = -w A r grad log pi, recovered from the loss's own gradient, over the tokens of
     the mini-batch with non-zero advantage (1-D).
 
@@ -143,7 +144,7 @@ def effective_weights(grad_log_pi: torch.Tensor, log_pi: torch.Tensor, mb: MiniB
     verl masks or clips has w = 0.
     """
     adv = mb.advantages.to(log_pi.dtype)
-    ratio = (log_pi - mb.old_log_probs.to(log_pi.dtype)).clamp(-20, 20).exp()
+    ratio = (log_pi - mu_log_probs.to(log_pi.dtype)).clamp(-20, 20).exp()
     sel = mb.response_mask.bool() & (adv != 0)
     bs = mb.response_mask.shape[0]
     return (grad_log_pi[sel] * bs * horizon / (-adv[sel] * ratio[sel])).detach()
@@ -192,6 +193,7 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
     mb_size = n_seq // cfg.mini_batches
     horizon = cfg.task.max_response_len
     actor_cfg = make_actor_config(method, mb_size, cfg.group_size, loss_scale_factor=horizon)
+    decoupled = uses_decoupled_inputs(method)  # old_log_probs = pi_prox (the policy before this rollout's updates)
     opt, schedule = make_optimizer(method, cfg, model.parameters())
     clip = cfg.clip_grad if method.clip_grad is None else method.clip_grad
     # prompts and sampling noise depend on the seed only, so every method of a seed sees the same random streams
@@ -233,6 +235,10 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
         advantages = adv_seq[:, None] * ro.response_mask
         with torch.no_grad():
             pi_now = response_log_probs(model, ro)
+        if decoupled:  # verl's decoupled mode: recomputed old log-probs and untruncated weights pi_prox / mu
+            old_log_probs, is_weights = decoupled_inputs(pi_now, ro.rollout_log_probs, ro.response_mask)
+        else:  # bypass mode: old_log_probs = mu
+            old_log_probs, is_weights = ro.rollout_log_probs, None
         per_step["abs_prob_diff"].append(mean_abs_prob_diff(pi_now, ro.rollout_log_probs, ro.response_mask))
         per_step["reward"].append(rewards.mean().item())
         per_step["nonzero_adv_frac"].append((adv_seq != 0).float().mean().item())
@@ -244,7 +250,7 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
             idx = torch.arange(i * mb_size, (i + 1) * mb_size)
             part = ro.select(idx)
             mb = MiniBatch(part.prompt_ids, part.prompt_mask, part.response_ids, part.response_mask,
-                           part.rollout_log_probs, advantages[idx])
+                           old_log_probs[idx], advantages[idx], None if is_weights is None else is_weights[idx])
             seq_lp = sequence_log_probs(model, part.input_ids, part.attention_mask)
             seq_lp.retain_grad()
             loss, metrics = verl_policy_loss(actor_cfg, seq_lp, mb)
@@ -257,7 +263,7 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
             with torch.no_grad():
                 log_ratio = (log_pi - part.rollout_log_probs.to(log_pi.dtype))[part.response_mask.bool()]
                 ratio_max = max(ratio_max, log_ratio.clamp(-20, 20).exp().max().item())
-            w = effective_weights(seq_lp.grad[:, p - 1 : -1], log_pi, mb, horizon)
+            w = effective_weights(seq_lp.grad[:, p - 1 : -1], log_pi, mb, horizon, part.rollout_log_probs)
             if w.numel():
                 per_update["w_mean"].append(w.mean().item())
                 per_update["w_min"].append(w.min().item())

@@ -10,7 +10,10 @@ verl's FSDP engine calls ``ppo_loss(config, model_output, data)`` once per micro
 ``no_padding_2_padding``, looks the loss mode up in verl's registry and aggregates with ``agg_loss``.
 
 The anchor is the rollout: ``old_log_probs`` are the behaviour policy's log mu (verl's bypass mode,
-``algorithm.rollout_correction.bypass_mode=True``), as DPPO and DRPO require.
+``algorithm.rollout_correction.bypass_mode=True``), as DPPO and DRPO require. A mode with decoupled inputs
+(``drpo_prox``) gets what verl's decoupled mode hands it instead (``decoupled_inputs``): ``old_log_probs`` = log
+pi_prox, the policy before the rollout's first update, and ``rollout_is_weights`` = pi_prox / mu from verl's own
+``compute_rollout_correction_weights`` with token-level, untruncated weights.
 """
 
 from __future__ import annotations
@@ -57,8 +60,32 @@ class MiniBatch:
     prompt_mask: torch.Tensor
     response_ids: torch.Tensor
     response_mask: torch.Tensor
-    old_log_probs: torch.Tensor
+    old_log_probs: torch.Tensor  # what verl passes as old_log_probs: log mu (bypass) or log pi_prox (decoupled)
     advantages: torch.Tensor
+    rollout_is_weights: torch.Tensor | None = None  # decoupled mode only: pi_prox / mu
+
+
+def uses_decoupled_inputs(method: Method | str) -> bool:
+    from verl_drpo import modes
+
+    method = METHODS[method] if isinstance(method, str) else method
+    return modes.get(method.mode).verl_inputs == "decoupled"
+
+
+def decoupled_inputs(prox_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor, response_mask: torch.Tensor):
+    """(old_log_probs, rollout_is_weights) as verl's decoupled mode builds them (trainer_base._compute_advantage ->
+    rollout_corr_helper): the recomputed log pi_prox, and verl's own token-level weights pi_prox / mu with the table's
+    untruncated threshold (``verl_drpo.modes.DECOUPLED_OVERRIDES``)."""
+    from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_weights
+
+    from verl_drpo.modes import UNTRUNCATED_IS_THRESHOLD
+
+    mask = response_mask.to(prox_log_probs.dtype)
+    weights, _ = compute_rollout_correction_weights(
+        log_ratio=(prox_log_probs - rollout_log_probs.to(prox_log_probs.dtype)) * mask, response_mask=mask,
+        rollout_is="token", rollout_is_threshold=UNTRUNCATED_IS_THRESHOLD,
+    )
+    return prox_log_probs, weights
 
 
 def _nested(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -97,6 +124,8 @@ def to_verl_inputs(seq_log_probs: torch.Tensor, mb: MiniBatch, dp_size: int = 1)
         },
         batch_size=[bs],
     )
+    if mb.rollout_is_weights is not None:
+        data["rollout_is_weights"] = _nested([mb.rollout_is_weights[i][rmask[i]] for i in range(bs)])
     tu.assign_non_tensor(
         data, dp_size=dp_size, batch_num_tokens=int(rmask.sum().item()), global_batch_size=bs
     )
