@@ -2,7 +2,7 @@
 # CPU smoke test of verl's own trainer running the DRPO GSM8K recipe end to end with verl's own vLLM rollout in the
 # hybrid engine (vLLM's CPU build), FSDP2 over gloo and Ray: no GPU, no network.
 #
-#   bash scripts/smoke_cpu.sh                       # the CI runs: sync2 resume colocate_async colocate_async2 vanilla
+#   bash scripts/smoke_cpu.sh                       # the CI runs: sync2 resume colocate_async colocate_async2 vanilla prox
 #   bash scripts/smoke_cpu.sh sync dppo_tv          # a subset, or extra runs (see below)
 #
 # Runs (each `python -m verl.trainer.main_ppo` through recipe/drpo/run_drpo_gsm8k.sh; the recipe differs from its GPU
@@ -19,6 +19,10 @@
 #                    above round-off on stale steps
 #   vanilla          LOSS_MODE=vanilla with verl's decoupled anchor (bypass off, verl recomputes old log-probs),
 #                    sampling temperature 0.7; checks verl's training/rollout_probs_diff_mean at round-off
+#   prox             LOSS_MODE=drpo_prox (verl's decoupled mode, mu recovered from its untruncated IS weights),
+#                    colocate_async with STALENESS=1, DRPO_DELTA=0.01; checks that on the stale step |pi - mu| is
+#                    measurably above round-off (the anchor is mu) while the weight stays 1 within 1e-2 (the centre is
+#                    pi_prox = pi: a mu-centred weight would be off by |pi - mu|/delta ~ 0.1)
 #   sync             (extra) sync2 on 1 rank, 2 steps
 #   dppo_tv          (extra) LOSS_MODE=dppo_tv (verl's loss): no DRPO metric may appear
 # separate_async and fully_async do not run on a CPU (no CPU checkpoint engine in verl 0.9.1): docs/cpu-smoke.md.
@@ -37,9 +41,9 @@ SMOKE_DIR=${SMOKE_DIR:-$ROOT/outputs/cpu_smoke}
 RECIPE=${RECIPE:-recipe/drpo/run_drpo_gsm8k.sh}
 REUSE_RAY=${REUSE_RAY:-1}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
-ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla sync dppo_tv"
+ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv"
 MODES=("$@")
-(( ${#MODES[@]} )) || MODES=(sync2 resume colocate_async colocate_async2 vanilla)
+(( ${#MODES[@]} )) || MODES=(sync2 resume colocate_async colocate_async2 vanilla prox)
 for m in "${MODES[@]}"; do
   [[ " $ALL_MODES " == *" $m "* ]] || { echo "smoke_cpu.sh: unknown run '$m' (one of: $ALL_MODES)" >&2; exit 2; }
 done
@@ -149,7 +153,7 @@ metrics_of() { echo "$VERL_FILE_LOGGER_ROOT/$PROJECT_NAME/$1.jsonl"; }
 
 declare -A RESULT
 run_mode() {
-  local mode=$1 loss=drpo trainer_mode=sync ranks=1 temperature=1.0 steps=2 staleness=
+  local mode=$1 loss=drpo trainer_mode=sync ranks=1 temperature=1.0 steps=2 staleness= delta=
   local -a extra=(trainer.resume_mode=disable actor_rollout_ref.actor.use_torch_compile=False) check=()
   case "$mode" in
     sync)            check=(--max-anchor-gap 1e-4 --ragged) ;;
@@ -163,6 +167,7 @@ run_mode() {
                      check=(--first-step 3 --max-anchor-gap 1e-4 --resumed-from "$(metrics_of sync2)") ;;
     colocate_async)  trainer_mode=colocate_async steps=2 staleness=1 ;;
     colocate_async2) trainer_mode=colocate_async steps=3 staleness=2 ;;
+    prox)            loss=drpo_prox trainer_mode=colocate_async steps=2 staleness=1 delta=0.01 ;;
     dppo_tv)         loss=dppo_tv ;;
     vanilla)         loss=vanilla temperature=0.7
                      extra+=(algorithm.rollout_correction.bypass_mode=False)
@@ -173,13 +178,14 @@ run_mode() {
     # (max_off_policy_threshold=K+1); the check reads the lag verl measured on the data.
     check=(--staleness "$staleness" --min-stale-gap 1e-4)
   fi
+  [[ $mode == prox ]] && check+=(--max-weight-deviation 1e-2)
   cpu_overrides "$ranks" "$mode"
   local out="$SMOKE_DIR/logs/$mode.log" t=$SECONDS
   rm -f "$(metrics_of "$mode")"
   log "run $mode: LOSS_MODE=$loss TRAINER_MODE=$trainer_mode ranks=$ranks steps=$steps STALENESS=${staleness:-} (log: $out)"
   local rc=0
   LOSS_MODE=$loss TRAINER_MODE=$trainer_mode N_GPUS_PER_NODE=$ranks EXPERIMENT_NAME=$mode TEMPERATURE=$temperature \
-    TOTAL_TRAINING_STEPS=$steps STALENESS=$staleness \
+    TOTAL_TRAINING_STEPS=$steps STALENESS=$staleness DRPO_DELTA=$delta \
     timeout "$SMOKE_TIMEOUT" bash "$RECIPE" "${CPU_OVERRIDES[@]}" "${extra[@]}" > "$out" 2>&1 || rc=$?
   if (( rc != 0 )); then
     log "run $mode FAILED (exit $rc) after $(( SECONDS - t ))s; last lines of $out:"

@@ -269,6 +269,8 @@ def resolved_settings(cfg, actor, entry: str) -> dict[str, Any]:
         "use_kl_in_reward": _get(cfg, "algorithm.use_kl_in_reward"),
         "bypass_mode": _get(cfg, "algorithm.rollout_correction.bypass_mode"),
         "rollout_is": _get(cfg, "algorithm.rollout_correction.rollout_is"),
+        "rollout_is_threshold": _get(cfg, "algorithm.rollout_correction.rollout_is_threshold"),
+        "rollout_is_batch_normalize": _get(cfg, "algorithm.rollout_correction.rollout_is_batch_normalize"),
         "rollout_name": _get(cfg, "actor_rollout_ref.rollout.name"),
         "rollout_mode": _get(cfg, "actor_rollout_ref.rollout.mode"),
         "rollout_n": _get(cfg, "actor_rollout_ref.rollout.n"),

@@ -8,6 +8,7 @@
 #   drpo_loss_overrides       LOSS_MODE -> LOSS_OVERRIDES, from the one table of loss modes (verl_drpo/modes.py)
 #   drpo_trainer_mode         TRAINER_MODE + STALENESS -> MODE_OVERRIDES, ENTRY, DRY_RUN_ENTRY
 #   drpo_user_overrides       the command line's overrides -> USER_OVERRIDES (see there)
+#   drpo_preflight            before a real launch of a decoupled-input mode (drpo_prox): the dry run's checks
 #   drpo_doctor               the plugin check before anything starts
 #   drpo_metrics_file         never let verl's file logger truncate the metrics of an earlier run
 # The recipes' variables and their meaning: docs/recipes.md.
@@ -225,6 +226,15 @@ drpo_doctor() {
   "$PYTHON" -m verl_drpo doctor --quick ||
     drpo_fail "the verl-drpo doctor failed (see above): the plugin is not loadable by PYTHON=${PYTHON}; fix that" \
       "(scripts/setup_env.sh) or set SKIP_DOCTOR=1"
+}
+
+# A mode with decoupled inputs (drpo_prox) recovers mu from verl's importance weights, which a user override such as
+# rollout_is_threshold=2.0 would silently truncate; the loss cannot see that config, so a real launch of such a mode
+# first runs the dry run's checks on the exact command line (about 10 s) and stops on any problem.
+drpo_preflight() {
+  [[ " ${LOSS_OVERRIDES[*]} " == *" algorithm.rollout_correction.bypass_mode=False "* ]] || return 0
+  "$PYTHON" -m verl_drpo.dry_run --quiet --entry "$DRY_RUN_ENTRY" -- "${OVERRIDES[@]}" "$@" >&2 ||
+    drpo_fail "LOSS_MODE=${LOSS_MODE}: the composed config is rejected (above); nothing was started"
 }
 
 # verl's file logger opens <root>/<project>/<experiment>.jsonl with "wb", truncating the metrics of an earlier run of

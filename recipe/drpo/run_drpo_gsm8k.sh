@@ -81,7 +81,8 @@ OVERRIDES=(
   algorithm.adv_estimator=grpo
   algorithm.norm_adv_by_std_in_grpo=False
   algorithm.use_kl_in_reward=False
-  # the anchor: old_log_prob := the rollout engine's log-probs mu (no trainer recompute, no IS weights)
+  # the anchor: old_log_prob := the rollout engine's log-probs mu (no trainer recompute, no IS weights);
+  # LOSS_MODE=drpo_prox replaces these with verl's decoupled mode (its LOSS_OVERRIDES, below, come later and win)
   algorithm.rollout_correction.bypass_mode=True
   actor_rollout_ref.rollout.calculate_log_probs=True
   # model and actor (FSDP2): several mini-batch updates per rollout, all against the same mu
@@ -154,6 +155,7 @@ if [[ $DRY_RUN == 1 ]]; then
   exec "$PYTHON" -m verl_drpo.dry_run --entry "$DRY_RUN_ENTRY" ${DRY_RUN_JSON:+--json "$DRY_RUN_JSON"} -- \
     "${OVERRIDES[@]}" "$@"
 fi
+drpo_preflight "$@"     # drpo_prox: refuse a config from which mu cannot be recovered, before anything starts
 drpo_metrics_file      # never truncate an earlier run's metrics
 set -x
 "$PYTHON" -m "$ENTRY" "${OVERRIDES[@]}" "$@"          # ENTRY: verl.trainer.main_ppo (fully_async: its own)

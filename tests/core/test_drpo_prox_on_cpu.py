@@ -212,3 +212,11 @@ def test_each_configuration_that_loses_mu_is_refused_with_the_fix(override, reas
 def test_verls_default_decoupled_config_is_refused_but_other_modes_are_untouched():
     assert preflight.decoupled_input_problems(composed(f"{PL}.loss_mode=drpo_prox"))  # rollout_is=null, 2.0
     assert preflight.decoupled_input_problems(composed("algorithm.rollout_correction.rollout_is_threshold=2.0")) == []
+
+
+def test_the_recovery_bounds_are_verls_own():
+    """If verl changes the clamp of its IS log-ratio, the refusal of clamped weights must change with it."""
+    from verl.trainer.ppo import rollout_corr_helper
+
+    assert rollout_corr_helper.SAFETY_BOUND == plugin._IS_LOG_BOUND
+    assert modes.UNTRUNCATED_IS_THRESHOLD > math.exp(rollout_corr_helper.SAFETY_BOUND)

@@ -11,6 +11,7 @@ Every subprocess runs with cwd=tmp_path and a temporary VERL_FILE_LOGGER_ROOT, s
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -300,6 +301,35 @@ def test_loss_mode_sets_the_papers_hyper_parameters(tmp_path, loss_mode):
         assert report.settings[key] == value, key
     assert report.settings["bypass_mode"] is True
     assert not [w for w in report.warnings if "not anchored" in w]
+
+
+def test_drpo_prox_selects_verls_decoupled_mode_with_untruncated_token_weights(tmp_path):
+    """LOSS_MODE=drpo_prox: the table's decoupled overrides come after the recipe's bypass-mode lines and win."""
+    entry, overrides = recorded_overrides(tmp_path, LOSS_MODE="drpo_prox", DRPO_DELTA="0.2")
+    report = dry_run.run_dry(overrides, entry)
+    s = report.settings
+    assert (s["loss_mode"], s["drpo_delta"], s["bypass_mode"], s["rollout_is"]) == ("drpo_prox", 0.2, False, "token")
+    assert s["rollout_is_threshold"] >= math.exp(20) and s["rollout_is_batch_normalize"] is False
+    assert not [w for w in report.warnings if "anchor" in w]
+
+
+def test_a_real_launch_of_drpo_prox_refuses_a_truncating_override_before_verl_starts(tmp_path):
+    """The loss cannot see verl's rollout_correction section, so the recipe runs the dry run's checks first."""
+    proc, calls = record_calls(tmp_path, "gsm8k", "trainer.total_training_steps=2", LOSS_MODE="drpo_prox",
+                               SKIP_DOCTOR=1, FAKE_REAL_DRY_RUN=1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = [c[1] for c in calls]
+    assert modules == ["verl_drpo.dry_run", "verl.trainer.main_ppo"]
+    proc, calls = record_calls(tmp_path, "gsm8k", "algorithm.rollout_correction.rollout_is_threshold=2.0",
+                               LOSS_MODE="drpo_prox", SKIP_DOCTOR=1, FAKE_REAL_DRY_RUN=1)
+    assert proc.returncode != 0
+    assert "rollout_is_threshold=2.0" in proc.stderr and "nothing was started" in proc.stderr
+    assert [c[1] for c in calls] == ["verl_drpo.dry_run"]  # verl's trainer never started
+
+
+def test_other_modes_start_without_the_extra_preflight(tmp_path):
+    _, calls = record_calls(tmp_path, "gsm8k", LOSS_MODE="drpo", SKIP_DOCTOR=1, FAKE_REAL_DRY_RUN=1)
+    assert [c[1] for c in calls] == ["verl.trainer.main_ppo"]
 
 
 def test_the_authors_name_for_drpo_runs_drpo(tmp_path):

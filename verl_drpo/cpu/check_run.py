@@ -22,6 +22,11 @@ Optional checks, each reading verl's (or the plugin's) own metrics:
   K for every sample at the last step (needs N > K: the first K steps train on warm-up data).
 - ``--min-stale-gap G``: at every step whose samples all lag >= 1 version, mean |pi - mu| >= G (staleness is
   measurable in the anchor gap, not only in the version counter).
+- ``--max-weight-deviation W``: the loss's gradient weight stays within 1 +- W at every step
+  (``actor/drpo/weight_min`` >= 1 - W, ``weight_max`` <= 1 + W). For ``drpo_prox`` with one mini-batch per step the
+  update sees pi = pi_prox, so its weight 1 - sign(A)(pi - pi_prox)/delta is 1 up to round-off, while a weight
+  centred on mu would be off by |pi - mu|/delta on a stale step: with ``--min-stale-gap`` this shows the loss got
+  pi_prox as the centre and recovered mu as the anchor.
 - ``--ragged``: response lengths differ within a step (``response_length/min`` < ``response_length/max``).
 - ``--resumed-from OTHER.jsonl``: this run resumed from a checkpoint of OTHER; at each of its steps the data-side
   metrics (``DATA_KEYS``: which prompts, how long) equal OTHER's at the same step. The sampled responses are not
@@ -64,7 +69,7 @@ def _num(v) -> float | None:
 def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: float | None = None,
           max_rollout_probs_diff: float | None = None, staleness: int | None = None,
           min_stale_gap: float | None = None, ragged: bool = False, first_step: int = 1,
-          resumed_from: dict[int, dict] | None = None) -> list[str]:
+          resumed_from: dict[int, dict] | None = None, max_weight_deviation: float | None = None) -> list[str]:
     """Return the list of failed checks (empty: the run passes)."""
     errors: list[str] = []
     missing = [s for s in range(first_step, n_steps + 1) if s not in steps]
@@ -106,6 +111,13 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
                 errors.append(f"step {s}: {key} missing")
             elif gap > bound:
                 errors.append(f"step {s}: {key} = {gap:.3g} > {bound}: {what}")
+        if max_weight_deviation is not None:
+            w_lo, w_hi = _num(m.get("actor/drpo/weight_min")), _num(m.get("actor/drpo/weight_max"))
+            if w_lo is None or w_hi is None:
+                errors.append(f"step {s}: actor/drpo/weight_min/max missing")
+            elif w_lo < 1 - max_weight_deviation or w_hi > 1 + max_weight_deviation:
+                errors.append(f"step {s}: gradient weight in [{w_lo:.6g}, {w_hi:.6g}], beyond 1 +- "
+                              f"{max_weight_deviation}: the regularizer is not centred on the policy being updated")
         if ragged:
             lo, hi = _num(m.get("response_length/min")), _num(m.get("response_length/max"))
             if lo is None or hi is None or not lo < hi:
@@ -149,7 +161,8 @@ def _check_staleness(steps: dict[int, dict], n_steps: int, k: int, min_stale_gap
     return errors
 
 
-SUMMARY_KEYS = ("critic/score/mean", "actor/pg_loss", "actor/grad_norm", "actor/drpo/weight_mean", ANCHOR_GAP,
+SUMMARY_KEYS = ("critic/score/mean", "actor/pg_loss", "actor/grad_norm", "actor/drpo/weight_min",
+                "actor/drpo/weight_mean", "actor/drpo/weight_max", ANCHOR_GAP,
                 ROLLOUT_PROBS_DIFF, STALENESS + "mean", STALENESS + "max", "response_length/mean", "timing_s/step")
 
 
@@ -172,6 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-rollout-probs-diff", type=float, default=None)
     ap.add_argument("--staleness", type=int, default=None)
     ap.add_argument("--min-stale-gap", type=float, default=None)
+    ap.add_argument("--max-weight-deviation", type=float, default=None)
     ap.add_argument("--ragged", action="store_true")
     ap.add_argument("--resumed-from", default=None, help="the metrics file of the run whose checkpoint this resumed")
     args = ap.parse_args(argv)
@@ -185,7 +199,8 @@ def main(argv=None) -> int:
     errors = check(steps, args.steps, args.loss_mode, max_anchor_gap=args.max_anchor_gap,
                    max_rollout_probs_diff=args.max_rollout_probs_diff, staleness=args.staleness,
                    min_stale_gap=args.min_stale_gap, ragged=args.ragged, first_step=args.first_step,
-                   resumed_from=load_steps(args.resumed_from) if args.resumed_from else None)
+                   resumed_from=load_steps(args.resumed_from) if args.resumed_from else None,
+                   max_weight_deviation=args.max_weight_deviation)
     if errors:
         print("[check_run] FAIL:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
