@@ -60,7 +60,10 @@ def loss_settings(loss_mode: str) -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--loss-modes", nargs="+", default=["drpo", "vanilla"], choices=sorted(modes.MODES),
+    # the bench feeds bypass-mode inputs (old_log_probs = mu); a decoupled-input mode (drpo_prox) would need verl's
+    # IS weights as well, so it is not offered
+    bypass_modes = sorted(n for n, m in modes.MODES.items() if m.verl_inputs == "bypass")
+    p.add_argument("--loss-modes", nargs="+", default=["drpo", "vanilla"], choices=bypass_modes,
                    help="loss modes to time; the first is the reference of the slowdown column")
     p.add_argument("--model-shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")

@@ -124,9 +124,6 @@ MODES: dict[str, LossMode] = {
     for m in (
         LossMode("drpo", "DRPO: -A r + |A| mu (r-1)^2 / (2 delta)", "arXiv 2606.09821, Eq. 8", "verl-drpo", True,
                  formula="drpo", reads=("drpo_delta",), aliases=("spo_adaptive_eps",)),
-        LossMode("drpo_prox", "DRPO-prox (beyond the paper): ratio on mu, penalty centred on pi_prox, "
-                 "-A r + |A| (pi - pi_prox)^2 / (2 delta mu)", "verl-drpo (docs/algorithm.md, DRPO-prox)",
-                 "verl-drpo", True, formula="drpo_prox", reads=("drpo_delta",), verl_inputs="decoupled"),
         LossMode("mask_drpo", "DRPO's penalty only outside DPPO's Binary-TV region (ablation)",
                  "arXiv 2606.09821, ablations", "verl-drpo", True, formula="mask_drpo",
                  reads=("drpo_delta", "mask_drpo_tv_delta")),
@@ -134,6 +131,9 @@ MODES: dict[str, LossMode] = {
                  "arXiv 2401.16025", "verl-drpo", True, formula="spo", reads=("spo_epsilon", "mask_drpo_tv_delta")),
         LossMode("pg_is", "unregularized importance-sampled surrogate -A r (ablation)",
                  "arXiv 2606.09821, ablations", "verl-drpo", True, formula="pg_is", reads=("mask_drpo_tv_delta",)),
+        LossMode("drpo_prox", "DRPO-prox (beyond the paper): ratio on mu, penalty centred on pi_prox, "
+                 "-A r + |A| (pi - pi_prox)^2 / (2 delta mu)", "verl-drpo (docs/algorithm.md, DRPO-prox)",
+                 "verl-drpo", True, formula="drpo_prox", reads=("drpo_delta",), verl_inputs="decoupled"),
         LossMode("dppo_tv", "DPPO, Binary-TV hard mask (verl's loss)", "arXiv 2602.04879", "verl", True,
                  actor=(Setting("clip_ratio_low", 0.15, "DPPO_TV_DELTA", "DPPO's delta_TV", where="actor"),
                         Setting("clip_ratio_high", 0.15, "DPPO_TV_DELTA", "DPPO's delta_TV", where="actor"),

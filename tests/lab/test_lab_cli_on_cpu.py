@@ -173,8 +173,11 @@ def test_crash_while_writing_leaves_the_old_results_and_no_half_folder(tmp_path,
 
 def test_ctrl_c_exits_with_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
+    # A test runner started in the background (`cmd &` without job control, nohup) has SIGINT ignored, and a child
+    # inherits that, so Python would never raise KeyboardInterrupt: give the lab a terminal's default Ctrl-C.
     proc = subprocess.Popen(LAB + ["--quick", "--out", str(out), "--no-progress", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".out.staging-*")):
         time.sleep(0.2)  # the staging folder exists once the arguments and the folder are validated
