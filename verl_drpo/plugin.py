@@ -62,8 +62,8 @@ def compute_policy_loss(
         return _empty_mask_result(log_prob, mask)
 
     if decoupled:  # old_log_prob is log pi_prox; mu comes back from the weights pi_prox / mu
-        anchor, centre = rollout_log_prob_from_decoupled(old_log_prob, rollout_is_weights, mask), old_log_prob
-        unrecoverable = (~recoverable_weights(rollout_is_weights) & mask).sum().float()
+        anchor, recoverable = rollout_log_prob_from_decoupled(old_log_prob, rollout_is_weights, mask)
+        centre, unrecoverable = old_log_prob, (mask & ~recoverable).sum().float()
     else:
         anchor, centre, unrecoverable = old_log_prob, None, torch.zeros((), device=mask.device)
     if config.get("use_torch_compile", False):  # follow verl's switch: compiled exactly when verl compiles the actor
@@ -128,13 +128,14 @@ def recoverable_weights(rollout_is_weights: torch.Tensor) -> torch.Tensor:
 
 
 def rollout_log_prob_from_decoupled(old_log_prob: torch.Tensor, rollout_is_weights: torch.Tensor,
-                                    mask: torch.Tensor) -> torch.Tensor:
-    """log mu = log pi_prox - log(pi_prox / mu), at valid tokens with recoverable weights (0 elsewhere; the caller
-    refuses a batch with an unrecoverable valid token)."""
+                                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log mu, recoverable): log mu = log pi_prox - log(pi_prox / mu) at valid tokens with recoverable weights, 0
+    elsewhere; `recoverable_weights` of the weights (the caller refuses a batch with an unrecoverable valid token)."""
     dtype = losses.compute_dtype(old_log_prob)
     w = rollout_is_weights.detach().to(dtype)
-    ok = mask & recoverable_weights(rollout_is_weights)
-    return torch.where(ok, old_log_prob.detach().to(dtype) - torch.log(torch.where(ok, w, 1.0)), 0.0)
+    recoverable = recoverable_weights(rollout_is_weights)
+    ok = mask & recoverable
+    return torch.where(ok, old_log_prob.detach().to(dtype) - torch.log(torch.where(ok, w, 1.0)), 0.0), recoverable
 
 
 def _no_weights_message(loss_mode: str) -> str:

@@ -107,7 +107,8 @@ def test_mu_is_recovered_from_verls_own_untruncated_token_weights(dtype, tol):
     mask = torch.ones_like(mu_lp, dtype=torch.bool)
     weights = verl_weights(prox_lp, mu_lp, mask)
     assert weights.max() > 2.0  # verl's default threshold 2.0 would have truncated these
-    recovered = plugin.rollout_log_prob_from_decoupled(prox_lp, weights, mask)
+    recovered, recoverable = plugin.rollout_log_prob_from_decoupled(prox_lp, weights, mask)
+    assert recoverable.all()
     torch.testing.assert_close(recovered, mu_lp, rtol=0, atol=tol)
 
 
