@@ -62,7 +62,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # the bench feeds bypass-mode inputs (old_log_probs = mu); a decoupled-input mode (drpo_prox) would need verl's
     # IS weights as well, so it is not offered
-    bypass_modes = sorted(n for n, m in modes.MODES.items() if m.verl_inputs == "bypass")
+    bypass_modes = sorted(n for n in modes.MODES if not modes.uses_decoupled_inputs(n))
     p.add_argument("--loss-modes", nargs="+", default=["drpo", "vanilla"], choices=bypass_modes,
                    help="loss modes to time; the first is the reference of the slowdown column")
     p.add_argument("--model-shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")

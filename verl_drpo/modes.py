@@ -187,6 +187,13 @@ def anchored_on_mu(name: str) -> bool:
     return name in MODES and MODES[name].anchored_on_mu
 
 
+def uses_decoupled_inputs(name: str) -> bool:
+    """Whether ``name`` (a mode or alias) takes verl's decoupled-mode inputs (``LossMode.verl_inputs``); False for
+    names not in the table (other verl losses)."""
+    name = ALIASES.get(name, name)
+    return name in MODES and MODES[name].verl_inputs == "decoupled"
+
+
 def validate_positive(name: str, value) -> float:
     """Return `value` as a float if it is a finite number > 0; raise a TypeError/ValueError naming it otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

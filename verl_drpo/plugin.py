@@ -52,7 +52,7 @@ def compute_policy_loss(
     """
     _check_inputs(loss_mode, old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
     loss = policy_loss_of(loss_mode, config)
-    decoupled = modes.get(loss_mode).verl_inputs == "decoupled"
+    decoupled = modes.uses_decoupled_inputs(loss_mode)
     if decoupled and rollout_is_weights is None:
         raise ValueError(_no_weights_message(loss_mode))
     if rollout_is_weights is not None and not decoupled:

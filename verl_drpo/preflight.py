@@ -56,8 +56,7 @@ def trainer_config_warnings(cfg: Any) -> list[str]:
     """Warnings about a full trainer config for the loss modes of `verl_drpo.modes`; [] for a clean config."""
     loss_mode = _select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
     found = []
-    decoupled = loss_mode in modes.REGISTERED_NAMES and modes.get(loss_mode).verl_inputs == "decoupled"
-    if modes.anchored_on_mu(loss_mode) and not decoupled:  # decoupled inputs: decoupled_input_problems
+    if modes.anchored_on_mu(loss_mode) and not modes.uses_decoupled_inputs(loss_mode):  # decoupled inputs: decoupled_input_problems
         bypass = bool(_select(cfg, "algorithm.rollout_correction.bypass_mode", False))
         log_probs = bool(_select(cfg, "actor_rollout_ref.rollout.calculate_log_probs", False))
         if not (bypass and log_probs):
@@ -116,7 +115,7 @@ def decoupled_input_problems(cfg: Any) -> list[str]:
     weights in `rollout_corr_helper.compute_rollout_correction_weights`: per token only for rollout_is=token, clamped
     at rollout_is_threshold (or zeroed outside a 'lower_upper' IcePop range), optionally divided by their batch mean."""
     loss_mode = _select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
-    if loss_mode not in modes.REGISTERED_NAMES or modes.get(loss_mode).verl_inputs != "decoupled":
+    if not modes.uses_decoupled_inputs(loss_mode):
         return []
     rc = "algorithm.rollout_correction."
     found = []

@@ -45,7 +45,7 @@ def batch(bs=8, length=24, seed=0, dtype=torch.float64):
     return log_prob.to(dtype), old.to(dtype), adv.to(dtype), mask
 
 
-DECOUPLED = [m for m in LOSS_MODES if modes.get(m).verl_inputs == "decoupled"]
+DECOUPLED = [m for m in LOSS_MODES if modes.uses_decoupled_inputs(m)]
 
 
 def decoupled_weights(old, seed=1):

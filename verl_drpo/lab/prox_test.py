@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .report import Interval
+
 VARIANT, ANCHORED, PG_IS = "drpo_prox_d0.2", "drpo_d0.2", "pg_is"
 CONTROL = "k=0,sigma=0"
 STALE = ("k=16,sigma=0", "k=32,sigma=0")
@@ -32,7 +34,8 @@ class Verdict:
 def _interval(d: dict | None) -> str:
     if d is None:
         return "n/a"
-    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" + (" *" if d["resolved"] else "")
+    iv = Interval(d["mean"], d["low"], d["high"], d["n"])
+    return iv.text() + (" *" if iv.resolved else "")
 
 
 def _sign(d: dict | None) -> int:
@@ -66,7 +69,7 @@ class Results:
         g = self.gains.get(setting, {}).get(method)
         if g is None:
             return None
-        return g | {"resolved": g["low"] > 0 or g["high"] < 0}
+        return g | {"resolved": Interval(g["mean"], g["low"], g["high"], g["n"]).resolved}
 
 
 def verdicts(learning: Results, degrading: Results) -> tuple[list[Verdict], str]:

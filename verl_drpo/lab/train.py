@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from verl_drpo.modes import uses_decoupled_inputs
+
 from .design import METHODS, LabConfig, Method, Setting
 from .policy import Rollout, SnapshotQueue, build_model, generate, left_pad, response_log_probs, round_weights
 from .policy import next_token_logits, sequence_log_probs
 from .task import Task
-from .verl_path import MiniBatch, decoupled_inputs, make_actor_config, uses_decoupled_inputs, verl_policy_loss
+from .verl_path import MiniBatch, decoupled_is_weights, make_actor_config, verl_policy_loss
 
 EVAL_SEED = 1_000_003  # the held-out prompt set is the same for every seed and method
 # verl's own clip / mask fractions, shown as reported by ppo_loss (means over a run's updates)
@@ -193,7 +195,7 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
     mb_size = n_seq // cfg.mini_batches
     horizon = cfg.task.max_response_len
     actor_cfg = make_actor_config(method, mb_size, cfg.group_size, loss_scale_factor=horizon)
-    decoupled = uses_decoupled_inputs(method)  # old_log_probs = pi_prox (the policy before this rollout's updates)
+    decoupled = uses_decoupled_inputs(method.mode)  # old_log_probs = pi_prox (the policy before this rollout's updates)
     opt, schedule = make_optimizer(method, cfg, model.parameters())
     clip = cfg.clip_grad if method.clip_grad is None else method.clip_grad
     # prompts and sampling noise depend on the seed only, so every method of a seed sees the same random streams
@@ -236,7 +238,7 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
         with torch.no_grad():
             pi_now = response_log_probs(model, ro)
         if decoupled:  # verl's decoupled mode: recomputed old log-probs and untruncated weights pi_prox / mu
-            old_log_probs, is_weights = decoupled_inputs(pi_now, ro.rollout_log_probs, ro.response_mask)
+            old_log_probs, is_weights = pi_now, decoupled_is_weights(pi_now, ro.rollout_log_probs, ro.response_mask)
         else:  # bypass mode: old_log_probs = mu
             old_log_probs, is_weights = ro.rollout_log_probs, None
         per_step["abs_prob_diff"].append(mean_abs_prob_diff(pi_now, ro.rollout_log_probs, ro.response_mask))

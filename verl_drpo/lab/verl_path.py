@@ -11,7 +11,7 @@ verl's FSDP engine calls ``ppo_loss(config, model_output, data)`` once per micro
 
 The anchor is the rollout: ``old_log_probs`` are the behaviour policy's log mu (verl's bypass mode,
 ``algorithm.rollout_correction.bypass_mode=True``), as DPPO and DRPO require. A mode with decoupled inputs
-(``drpo_prox``) gets what verl's decoupled mode hands it instead (``decoupled_inputs``): ``old_log_probs`` = log
+(``drpo_prox``) gets what verl's decoupled mode hands it instead (``decoupled_is_weights``): ``old_log_probs`` = log
 pi_prox, the policy before the rollout's first update, and ``rollout_is_weights`` = pi_prox / mu from verl's own
 ``compute_rollout_correction_weights`` with token-level, untruncated weights.
 """
@@ -65,17 +65,10 @@ class MiniBatch:
     rollout_is_weights: torch.Tensor | None = None  # decoupled mode only: pi_prox / mu
 
 
-def uses_decoupled_inputs(method: Method | str) -> bool:
-    from verl_drpo import modes
-
-    method = METHODS[method] if isinstance(method, str) else method
-    return modes.get(method.mode).verl_inputs == "decoupled"
-
-
-def decoupled_inputs(prox_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor, response_mask: torch.Tensor):
-    """(old_log_probs, rollout_is_weights) as verl's decoupled mode builds them (trainer_base._compute_advantage ->
-    rollout_corr_helper): the recomputed log pi_prox, and verl's own token-level weights pi_prox / mu with the table's
-    untruncated threshold (``verl_drpo.modes.DECOUPLED_OVERRIDES``)."""
+def decoupled_is_weights(prox_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor, response_mask: torch.Tensor):
+    """rollout_is_weights = pi_prox / mu as verl's decoupled mode builds them (trainer_base._compute_advantage ->
+    rollout_corr_helper): verl's own token-level weights with the table's untruncated threshold
+    (``verl_drpo.modes.DECOUPLED_OVERRIDES``). verl's old_log_probs are then log pi_prox itself."""
     from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_weights
 
     from verl_drpo.modes import UNTRUNCATED_IS_THRESHOLD
@@ -85,7 +78,7 @@ def decoupled_inputs(prox_log_probs: torch.Tensor, rollout_log_probs: torch.Tens
         log_ratio=(prox_log_probs - rollout_log_probs.to(prox_log_probs.dtype)) * mask, response_mask=mask,
         rollout_is="token", rollout_is_threshold=UNTRUNCATED_IS_THRESHOLD,
     )
-    return prox_log_probs, weights
+    return weights
 
 
 def _nested(rows: list[torch.Tensor]) -> torch.Tensor:
