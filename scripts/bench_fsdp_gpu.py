@@ -49,15 +49,6 @@ TINY_SHAPE = dict(
 )
 SHAPES = {"qwen2.5-0.5b": QWEN25_05B_SHAPE, "tiny": TINY_SHAPE}
 
-def loss_settings(loss_mode: str) -> dict:
-    """The paper settings of `loss_mode`, from the one table of loss modes (verl_drpo/modes.py), as the recipes pass
-    them: ActorConfig fields, plus the DRPOPolicyLossConfig fields under "policy_loss"."""
-    settings = {"policy_loss": {}}
-    for s in modes.get(loss_mode).settings:
-        (settings["policy_loss"] if s.where == "policy_loss" else settings)[s.field] = s.default
-    return settings
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # the bench feeds bypass-mode inputs (old_log_probs = mu); a decoupled-input mode (drpo_prox) would need verl's
@@ -153,18 +144,16 @@ def build_engine(model_path: str, args):
     return engine
 
 
-def actor_config(loss_mode: str, args):
-    from verl.workers.config import ActorConfig
+def bench_config(loss_mode: str, args):
+    """The mode's paper settings from the table (``verl_drpo.config.actor_config``), the recipes' aggregation over a
+    constant horizon, and this benchmark's batch layout."""
+    from verl_drpo.config import actor_config
 
-    from verl_drpo.config import DRPOPolicyLossConfig
-
-    settings = loss_settings(loss_mode)
-    policy_loss = DRPOPolicyLossConfig(loss_mode=loss_mode, **settings.pop("policy_loss"))
-    return ActorConfig(strategy="fsdp2", rollout_n=args.group_size,
-                       ppo_mini_batch_size=args.batch_size // args.group_size,
-                       ppo_micro_batch_size_per_gpu=args.micro_batch_size, loss_agg_mode="seq-mean-token-sum-norm",
-                       loss_scale_factor=args.response_len,  # the recipes' constant horizon
-                       use_kl_loss=False, entropy_coeff=0.0, policy_loss=policy_loss, **settings)
+    return actor_config(loss_mode, strategy="fsdp2", rollout_n=args.group_size,
+                        ppo_mini_batch_size=args.batch_size // args.group_size,
+                        ppo_micro_batch_size_per_gpu=args.micro_batch_size, loss_agg_mode="seq-mean-token-sum-norm",
+                        loss_scale_factor=args.response_len,  # the recipes' constant horizon
+                        use_kl_loss=False, entropy_coeff=0.0)
 
 
 def make_batch(args, vocab_size: int, generator):
@@ -272,7 +261,7 @@ def main(argv=None) -> int:
         tensors = make_batch(args, shape["vocab_size"], generator)
         old_log_probs = rollout_log_probs(engine, tensors, args, generator)
         n_tokens = int(tensors["response_mask"].sum())
-        loss_fns = {m: partial(ppo_loss, config=actor_config(m, args)) for m in args.loss_modes}
+        loss_fns = {m: partial(ppo_loss, config=bench_config(m, args)) for m in args.loss_modes}
         times: dict[str, list[float]] = {m: [] for m in args.loss_modes}
         last_metrics: dict[str, dict] = {}
         if args.device == "cuda":

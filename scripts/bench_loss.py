@@ -31,10 +31,9 @@ from pathlib import Path
 import torch
 import verl  # noqa: F401  (loads the verl-drpo plugin through its entry point)
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
-from verl.workers.config import ActorConfig
 
-from verl_drpo import losses
-from verl_drpo.config import DRPOPolicyLossConfig
+from verl_drpo import losses, modes
+from verl_drpo.config import actor_config
 
 
 def make_inputs(batch, length, device, dtype, seed=0):
@@ -47,39 +46,30 @@ def make_inputs(batch, length, device, dtype, seed=0):
     return log_prob, old_log_prob, advantages, mask
 
 
-def actor_config(loss_mode, use_torch_compile=False, **kw):
-    return ActorConfig(
-        strategy="fsdp",
-        use_torch_compile=use_torch_compile,
-        rollout_n=8,
-        ppo_micro_batch_size_per_gpu=1,
-        loss_agg_mode="seq-mean-token-sum-norm",
-        policy_loss=DRPOPolicyLossConfig(loss_mode=loss_mode),
-        **kw,
-    )
+def bench_config(loss_mode, use_torch_compile=False):
+    """The mode's paper settings from the table (``verl_drpo.config.actor_config``) and the recipes' aggregation."""
+    return actor_config(loss_mode, use_torch_compile=use_torch_compile, rollout_n=8,
+                        loss_agg_mode="seq-mean-token-sum-norm")
 
 
 def variants(before: str | None = None):
-    bare_delta = 12.5
+    bare_delta = modes.POLICY_LOSS_FIELDS["drpo_delta"].default
 
     def bare_drpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights):
         loss_mat = losses.drpo_token_loss(log_prob, old_log_prob, advantages, bare_delta)  # plain autograd
         return agg_loss(loss_mat=loss_mat, loss_mask=response_mask, loss_agg_mode=loss_agg_mode), {}
 
     table = {
-        "vanilla": (get_policy_loss_fn("vanilla"), actor_config("vanilla", clip_ratio_low=0.2, clip_ratio_high=0.28)),
-        "dppo_tv": (
-            get_policy_loss_fn("dppo_tv"),
-            actor_config("dppo_tv", clip_ratio=0.15, clip_ratio_low=0.15, clip_ratio_high=0.15, clip_ratio_c=10000.0),
-        ),
-        "drpo (eager)": (get_policy_loss_fn("drpo"), actor_config("drpo")),
-        "drpo (actor.use_torch_compile=True)": (get_policy_loss_fn("drpo"), actor_config("drpo", True)),
-        "drpo formula alone, autograd, no diagnostics": (bare_drpo, actor_config("drpo")),
+        "vanilla": (get_policy_loss_fn("vanilla"), bench_config("vanilla")),
+        "dppo_tv": (get_policy_loss_fn("dppo_tv"), bench_config("dppo_tv")),
+        "drpo (eager)": (get_policy_loss_fn("drpo"), bench_config("drpo")),
+        "drpo (actor.use_torch_compile=True)": (get_policy_loss_fn("drpo"), bench_config("drpo", True)),
+        "drpo formula alone, autograd, no diagnostics": (bare_drpo, bench_config("drpo")),
     }
     if before:
         old = drpo_of_revision(before)
-        table[f"drpo at {before} (eager)"] = (old, actor_config("drpo"))
-        table[f"drpo at {before} (compiled)"] = (old, actor_config("drpo", True))
+        table[f"drpo at {before} (eager)"] = (old, bench_config("drpo"))
+        table[f"drpo at {before} (compiled)"] = (old, bench_config("drpo", True))
     return table
 
 

@@ -30,22 +30,10 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from verl_drpo.data import folder_problem  # noqa: E402  (the data tools' writability check)
+from verl_drpo.files import folder_problem  # noqa: E402  (every tool's writability check)
+from verl_drpo.metrics import WATCH  # noqa: E402
 
-DEFAULT_METRICS = (
-    "val-core/*/mean@*",                    # validation accuracy (GSM8K test / MATH-500)
-    "critic/score/mean",                    # training reward
-    "actor/entropy",                        # logged by verl's old-log-prob pass (not in bypass mode)
-    "actor/entropy_loss",                   # the update's entropy (recipes set calculate_entropy=True)
-    "response_length/mean",
-    "actor/drpo/abs_log_ratio_mean",        # training-inference mismatch |log pi - log mu|
-    "actor/drpo/abs_prob_diff_mean",        # Binary-TV divergence |pi - mu|
-    "actor/drpo/beyond_boundary_pos_frac",  # tokens past the TV boundary, A > 0
-    "actor/drpo/beyond_boundary_neg_frac",  # tokens past the TV boundary, A < 0
-    "actor/drpo/weight_mean",
-    "actor/pg_clipfrac",
-    "actor/grad_norm",
-)
+DEFAULT_METRICS = WATCH  # verl_drpo.metrics: the set docs/reproduction.md says to watch
 _CONSOLE_STEP = re.compile(r"\bstep:(\d+) - (.*)$")
 _SEED = re.compile(r"[-_]?seed\d+")
 

@@ -10,10 +10,10 @@ problems) and aime25.parquet (math-ai/aime25, 30 problems).
 Each local path is a save_to_disk directory, a directory with <split>.parquet|jsonl|json files, or one such file.
 Rows: data_source "math_dapo" (train), "aime24", "aime25" (evaluation); verl 0.9.1's default_compute_score sends all
 three to verl.utils.reward_score.math_dapo, which reads the response's last "Answer: ..." line (score +1 / -1 and an
-"acc" field); for verl's Math-Verify scorer instead, set reward.custom_reward_function.path=pkg://verl_drpo.rewards
+"acc" field); for verl's Math-Verify scorer instead, set reward.custom_reward_function.path=pkg://verl_drpo.data.rewards
 and .name=math_verify_score. Every prompt uses DAPO-Math-17k's own template, which asks for that line. Exact
 duplicate problems of the training set are dropped (the count is printed). Existing outputs are replaced only with --overwrite; the
-three files are written, or none. Schema: verl_drpo/data.py.
+three files are written, or none. Schema: verl_drpo/data/records.py.
 """
 
 import argparse
@@ -22,22 +22,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from verl_drpo.data import (  # noqa: E402
-    AIME24_HUB_ID,
-    AIME24_SOURCE,
-    AIME24_SPLIT,
-    AIME25_HUB_ID,
-    AIME25_SOURCE,
-    AIME25_SPLIT,
-    DAPO_TRAIN_HUB_ID,
-    DAPO_TRAIN_SOURCE,
-    convert,
-    dapo_record,
-    drop_duplicate_problems,
-    load_split,
-    positive_int,
-    prepare,
+from verl_drpo.data.records import (  # noqa: E402
+    AIME24_HUB_ID, AIME24_SOURCE, AIME24_SPLIT, AIME25_HUB_ID, AIME25_SOURCE, AIME25_SPLIT, DAPO_TRAIN_HUB_ID,
+    DAPO_TRAIN_SOURCE, convert, dapo_record, drop_duplicate_problems,
 )
+from verl_drpo.data.sources import load_split, positive_int  # noqa: E402
+from verl_drpo.data.writer import prepare  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ train and test from the same file). Existing outputs are replaced only with --ov
 neither.
 
 The ground truth is the number after "####" in each solution; data_source "openai/gsm8k" makes verl score answers
-with verl.utils.reward_score.gsm8k (strict "#### <number>" format). Schema: verl_drpo/data.py.
+with verl.utils.reward_score.gsm8k (strict "#### <number>" format). Schema: verl_drpo/data/records.py.
 """
 
 import argparse
@@ -20,14 +20,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from verl_drpo.data import (  # noqa: E402
-    GSM8K_SOURCE,
-    convert,
-    gsm8k_record,
-    load_split,
-    positive_int,
-    prepare,
-)
+from verl_drpo.data.records import GSM8K_SOURCE, convert, gsm8k_record  # noqa: E402
+from verl_drpo.data.sources import load_split, positive_int  # noqa: E402
+from verl_drpo.data.writer import prepare  # noqa: E402
 
 
 def main(argv=None) -> int:

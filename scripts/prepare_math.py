@@ -7,7 +7,7 @@ split) and <local_save_dir>/test.parquet (HuggingFaceH4/MATH-500, the 500-proble
         --local_test_dataset_path /copies/MATH-500 --local_save_dir ~/data/math             # offline
 
 The ground truth is the content of the last \\boxed{} of the solution (MATH-500's own `answer` field when present);
-both data_source values make verl score answers with verl.utils.reward_score.math_reward. Schema: verl_drpo/data.py.
+both data_source values make verl score answers with verl.utils.reward_score.math_reward. Schema: verl_drpo/data/records.py.
 """
 
 import argparse
@@ -16,15 +16,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from verl_drpo.data import (  # noqa: E402
-    MATH_TEST_SOURCE,
-    MATH_TRAIN_SOURCE,
-    convert,
-    load_split,
-    math_record,
-    positive_int,
-    prepare,
-)
+from verl_drpo.data.records import MATH_TEST_SOURCE, MATH_TRAIN_SOURCE, convert, math_record  # noqa: E402
+from verl_drpo.data.sources import load_split, positive_int  # noqa: E402
+from verl_drpo.data.writer import prepare  # noqa: E402
 
 
 def main(argv=None) -> int:

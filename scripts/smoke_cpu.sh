@@ -6,7 +6,7 @@
 #   bash scripts/smoke_cpu.sh sync dppo_tv          # a subset, or extra runs (see below)
 #
 # Runs (each `python -m verl.trainer.main_ppo` through recipe/drpo/run_drpo_gsm8k.sh; the recipe differs from its GPU
-# use only in device, model size and batch sizes; every run is checked by `python -m verl_drpo.cpu.check_run`):
+# use only in device, model size and batch sizes; every run is checked by `python -m verl_drpo.launch.check_run`):
 #   sync2            LOSS_MODE=drpo, 2 worker ranks (FSDP2 over gloo) and 2 vLLM replicas, the recipe's
 #                    loss_agg_mode with loss_scale_factor=MAX_RESPONSE_LENGTH, torch.compile on, ragged responses,
 #                    3 steps with a checkpoint at step 2; checks |pi - mu| at round-off at every step, i.e. also
@@ -193,7 +193,7 @@ run_mode() {
     RESULT[$mode]="FAIL(exit $rc)"
     return 1
   fi
-  if "$PYTHON" -m verl_drpo.cpu.check_run "$(metrics_of "$mode")" --steps "$steps" --loss-mode "$loss" "${check[@]}"
+  if "$PYTHON" -m verl_drpo.launch.check_run "$(metrics_of "$mode")" --steps "$steps" --loss-mode "$loss" "${check[@]}"
   then
     RESULT[$mode]="ok ($(( SECONDS - t ))s)"
   else

@@ -1,6 +1,7 @@
-"""The actor config hook: the hyper-parameters of verl-drpo's loss modes as a subclass of verl's PolicyLossConfig.
+"""The actor config hook: the hyper-parameters of verl-drpo's loss modes as a subclass of verl's PolicyLossConfig, and
+``actor_config``, the one builder of a verl ActorConfig for a loss mode.
 
-Select it on a verl command line with
+Select the hook on a verl command line with
 
     actor_rollout_ref.actor.policy_loss._target_=verl_drpo.config.DRPOPolicyLossConfig
     actor_rollout_ref.actor.policy_loss.loss_mode=drpo
@@ -10,43 +11,60 @@ Hydra imports this module wherever verl instantiates the actor config (on the dr
 every worker's `init_model`); `__post_init__` validates the values and registers the losses, so a bad delta or a
 misspelt loss mode fails on the driver before any Ray worker starts.
 
-The fields, their defaults and their help texts are those of `verl_drpo.modes.POLICY_LOSS_FIELDS` (a test checks
-they agree). The losses also run with verl's plain PolicyLossConfig: these defaults then apply.
+`DRPOPolicyLossConfig` is generated from the table: one field per entry of `verl_drpo.modes.POLICY_LOSS_FIELDS`, with
+its default and its help text in the docstring's `Args:`. Adding a hyper-parameter is one line there. The losses
+also run with verl's plain PolicyLossConfig: the table's defaults then apply.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 
-from verl.workers.config import PolicyLossConfig
+from verl.workers.config import ActorConfig, PolicyLossConfig
 
-from verl_drpo.modes import POLICY_LOSS_FIELDS, validate_positive
-
-_DEFAULT = {name: setting.default for name, setting in POLICY_LOSS_FIELDS.items()}
+from verl_drpo import modes
 
 
-@dataclass
-class DRPOPolicyLossConfig(PolicyLossConfig):
-    """verl's PolicyLossConfig plus the hyper-parameters of DRPO and the baselines registered by verl-drpo."""
+def _validate(self) -> None:
+    parent_post_init = getattr(PolicyLossConfig, "__post_init__", None)
+    if parent_post_init is not None:
+        parent_post_init(self)
+    for name in modes.POLICY_LOSS_FIELDS:
+        modes.validate_positive(f"{modes.POLICY_LOSS_KEY}.{name}", getattr(self, name))
 
-    drpo_delta: float = _DEFAULT["drpo_delta"]
-    spo_epsilon: float = _DEFAULT["spo_epsilon"]
-    mask_drpo_tv_delta: float = _DEFAULT["mask_drpo_tv_delta"]
+    from verl_drpo.plugin import require_registered  # importing the plugin registers the losses
 
-    def __post_init__(self):
-        parent_post_init = getattr(super(), "__post_init__", None)
-        if parent_post_init is not None:
-            parent_post_init()
-        for name in POLICY_LOSS_FIELDS:
-            validate_positive(f"actor_rollout_ref.actor.policy_loss.{name}", getattr(self, name))
-
-        from verl_drpo.preflight import require_registered  # registers the losses as a side effect
-
-        require_registered(self.loss_mode)
+    require_registered(self.loss_mode)
 
 
-DRPOPolicyLossConfig.__doc__ += "\n\n    Args:\n" + "\n".join(
-    f"        {name} (float): {setting.help} Default {setting.default}." for name, setting in POLICY_LOSS_FIELDS.items()
-)
+def policy_loss_config_class(table: dict[str, modes.Setting]) -> type:
+    """verl's PolicyLossConfig plus one validated float field per entry of ``table`` (name -> Setting)."""
+    args = "\n".join(f"        {name} (float): {s.help} Default {s.default}." for name, s in table.items())
+    return make_dataclass(
+        "DRPOPolicyLossConfig",
+        [(name, float, field(default=s.default)) for name, s in table.items()],
+        bases=(PolicyLossConfig,),
+        namespace={
+            "__module__": __name__,
+            "__post_init__": _validate,
+            "__doc__": "verl's PolicyLossConfig plus the hyper-parameters of DRPO and the baselines registered by "
+                       f"verl-drpo (generated from verl_drpo.modes.POLICY_LOSS_FIELDS).\n\n    Args:\n{args}",
+        },
+    )
 
-HYPERPARAMETER_DEFAULTS: dict[str, float] = dict(_DEFAULT)
+
+DRPOPolicyLossConfig = policy_loss_config_class(modes.POLICY_LOSS_FIELDS)
+
+
+def actor_config(loss_mode: str, **fields) -> ActorConfig:
+    """A verl ActorConfig that runs ``loss_mode`` with its settings from the table (``verl_drpo.modes``): the mode's
+    hyper-parameters in a ``DRPOPolicyLossConfig`` and its baseline settings on the ActorConfig (clip ratios,
+    DPPO's delta). ``fields`` override or add to them, each routed by name: a name of ``POLICY_LOSS_FIELDS`` goes to
+    the policy-loss config, any other to the ActorConfig. The fields verl requires default to one GPU, one sample per
+    prompt, micro-batch 1, verl's ``fsdp`` strategy."""
+    mode = modes.get(loss_mode)
+    values = {s.field: s.default for s in mode.settings} | fields
+    policy_loss = {k: v for k, v in values.items() if k in modes.POLICY_LOSS_FIELDS}
+    actor = {k: v for k, v in values.items() if k not in modes.POLICY_LOSS_FIELDS}
+    actor = {"strategy": "fsdp", "rollout_n": 1, "ppo_micro_batch_size_per_gpu": 1} | actor
+    return ActorConfig(policy_loss=DRPOPolicyLossConfig(loss_mode=loss_mode, **policy_loss), **actor)

@@ -24,14 +24,7 @@ import warnings
 import torch
 
 from verl_drpo.losses import LOG_RATIO_CLAMP, PolicyLoss, TokenTerms, compute_dtype, outside_tv_region
-
-# The statistics `evaluate` returns, in its order. The glue names them (docs/metrics.md) and returns all of them on
-# every path, an empty micro-batch included.
-STATISTIC_NAMES: tuple[str, ...] = (
-    "abs_prob_diff_mean", "abs_prob_diff_max", "weight_min", "weight_mean", "weight_max", "penalty_mean",
-    "ratio_mean", "ratio_max", "k3_kl", "abs_log_ratio_mean", "neg_log_ratio_mean", "signed_shift_max",
-    "beyond_boundary_pos_frac", "beyond_boundary_neg_frac", "negative_weight_frac",
-)
+from verl_drpo.metrics import STATISTICS as STATISTIC_NAMES  # the names `evaluate` returns, in its order
 
 
 @torch.no_grad()

@@ -55,8 +55,7 @@ from typing import Callable
 
 import torch
 
-# verl clamps every log-ratio to this range before exp(); we do the same so ratios agree with verl's losses.
-LOG_RATIO_CLAMP = 20.0
+from verl_drpo.modes import LOG_RATIO_CLAMP  # verl's +-20 bound on every log-ratio, written once
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:

@@ -3,7 +3,9 @@
 Registration (``verl_drpo.plugin``), config validation (``verl_drpo.config``), the preflight
 (``verl_drpo.preflight``: the dry run and the doctor use it), ``check_run``, the lab's method list, the recipes'
 ``LOSS_MODE`` settings (``python -m verl_drpo overrides MODE``) and the tests all read this table. Adding a variant is
-one entry here, its formula in ``verl_drpo.losses`` and its tests.
+one entry here, its formula in ``verl_drpo.losses``, its ``@verl_loss`` line in ``verl_drpo.plugin`` and its tests;
+adding a hyper-parameter is one ``Setting`` line in ``POLICY_LOSS_FIELDS`` (the config field, the recipe variable,
+``--help`` and the docs rows follow from it) and its use in the formula.
 
 This module imports neither torch nor verl, so that bash recipes can ask it for their overrides cheaply.
 """
@@ -15,6 +17,10 @@ import os
 from dataclasses import dataclass
 
 POLICY_LOSS_TARGET = "verl_drpo.config.DRPOPolicyLossConfig"
+
+# verl clamps every log-ratio to +-this before exp() (its policy losses, and rollout_corr_helper.SAFETY_BOUND for the
+# importance weights); the losses here do the same, so ratios agree with verl's and mu stays recoverable inside it.
+LOG_RATIO_CLAMP = 20.0
 POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
 ACTOR_KEY = "actor_rollout_ref.actor"
 
@@ -70,10 +76,10 @@ class LossMode:
 
     name: verl's ``policy_loss.loss_mode``.
     summary, source: one line each for docs and help.
-    registered_by: "verl-drpo" (this package registers it) or "verl" (a verl built-in, run with paper settings).
-    formula: for verl-drpo's modes, the constructor in ``verl_drpo.losses`` that builds its ``PolicyLoss``; it is
-        called with the values of ``reads``, in that order.
-    reads: the ``POLICY_LOSS_FIELDS`` this mode reads.
+    registered_by: "verl-drpo" (this package registers it: its formula is the ``@verl_loss("<name>")`` function in
+        ``verl_drpo.plugin``, which builds the mode's ``verl_drpo.losses.PolicyLoss``) or "verl" (a verl built-in,
+        run with paper settings).
+    reads: the ``POLICY_LOSS_FIELDS`` this mode reads (its formula receives them by name).
     anchored_on_mu: its ratio is measured against the rollout probability mu (the rollout log-probs as
         ``old_log_prob``, verl's bypass mode, unless ``verl_inputs`` says otherwise).
     verl_inputs: how verl must hand the loss its probabilities. "bypass": ``old_log_prob`` is log mu (verl's bypass
@@ -89,7 +95,6 @@ class LossMode:
     source: str
     registered_by: str
     anchored_on_mu: bool
-    formula: str | None = None
     reads: tuple[str, ...] = ()
     actor: tuple[Setting, ...] = ()
     aliases: tuple[str, ...] = ()
@@ -105,8 +110,9 @@ class LossMode:
 
 
 # verl's decoupled mode with token-level importance weights pi_prox / mu that are never truncated: verl clamps the
-# log-ratio to +-20 (rollout_corr_helper.SAFETY_BOUND) before exp(), so any threshold above e^20 ~ 4.85e8 never binds.
+# log-ratio to +-LOG_RATIO_CLAMP before exp(), so any threshold above e^20 ~ 4.85e8 never binds.
 UNTRUNCATED_IS_THRESHOLD = 1.0e10
+assert UNTRUNCATED_IS_THRESHOLD > math.exp(LOG_RATIO_CLAMP)
 DECOUPLED_OVERRIDES: tuple[str, ...] = (
     "algorithm.rollout_correction.bypass_mode=False",
     "actor_rollout_ref.rollout.calculate_log_probs=True",
@@ -123,17 +129,16 @@ MODES: dict[str, LossMode] = {
     m.name: m
     for m in (
         LossMode("drpo", "DRPO: -A r + |A| mu (r-1)^2 / (2 delta)", "arXiv 2606.09821, Eq. 8", "verl-drpo", True,
-                 formula="drpo", reads=("drpo_delta",), aliases=("spo_adaptive_eps",)),
+                 reads=("drpo_delta",), aliases=("spo_adaptive_eps",)),
         LossMode("mask_drpo", "DRPO's penalty only outside DPPO's Binary-TV region (ablation)",
-                 "arXiv 2606.09821, ablations", "verl-drpo", True, formula="mask_drpo",
-                 reads=("drpo_delta", "mask_drpo_tv_delta")),
+                 "arXiv 2606.09821, ablations", "verl-drpo", True, reads=("drpo_delta", "mask_drpo_tv_delta")),
         LossMode("spo", "Simple Policy Optimization: the quadratic in ratio space, -A r + |A| (r-1)^2 / (2 eps)",
-                 "arXiv 2401.16025", "verl-drpo", True, formula="spo", reads=("spo_epsilon", "mask_drpo_tv_delta")),
+                 "arXiv 2401.16025", "verl-drpo", True, reads=("spo_epsilon", "mask_drpo_tv_delta")),
         LossMode("pg_is", "unregularized importance-sampled surrogate -A r (ablation)",
-                 "arXiv 2606.09821, ablations", "verl-drpo", True, formula="pg_is", reads=("mask_drpo_tv_delta",)),
+                 "arXiv 2606.09821, ablations", "verl-drpo", True, reads=("mask_drpo_tv_delta",)),
         LossMode("drpo_prox", "DRPO-prox (beyond the paper): ratio on mu, penalty centred on pi_prox, "
                  "-A r + |A| (pi - pi_prox)^2 / (2 delta mu)", "verl-drpo (docs/algorithm.md, DRPO-prox)",
-                 "verl-drpo", True, formula="drpo_prox", reads=("drpo_delta",), verl_inputs="decoupled"),
+                 "verl-drpo", True, reads=("drpo_delta",), verl_inputs="decoupled"),
         LossMode("dppo_tv", "DPPO, Binary-TV hard mask (verl's loss)", "arXiv 2602.04879", "verl", True,
                  actor=(Setting("clip_ratio_low", 0.15, "DPPO_TV_DELTA", "DPPO's delta_TV", where="actor"),
                         Setting("clip_ratio_high", 0.15, "DPPO_TV_DELTA", "DPPO's delta_TV", where="actor"),

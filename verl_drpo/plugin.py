@@ -3,13 +3,15 @@
 verl imports this module on every `import verl` (entry point `verl_drpo` in the `verl.plugins` group), in the
 driver and in every Ray worker. Cluster fallback: `VERL_USE_EXTERNAL_MODULES=verl_drpo.plugin`.
 
-verl's call reaches `compute_policy_loss`, one function from verl's arguments to `(loss, metrics)`, as a loss in
-verl's `core_algos.py`. It aggregates with verl's `agg_loss(..., **config.global_batch_info)`, so micro-batch and
+Each mode is one `@verl_loss("<name>")` function near the end of this module that returns its formula from
+`verl_drpo.losses` (`drpo` -> `losses.drpo(delta)`): from a name in verl's registry to its mathematics is one step.
+verl's call then reaches `compute_policy_loss`, one function from verl's arguments to `(loss, metrics)`, as a loss
+in verl's `core_algos.py`. It aggregates with verl's `agg_loss(..., **config.global_batch_info)`, so micro-batch and
 data-parallel splits sum to the global loss in every `loss_agg_mode`, provided `seq-mean-token-sum-norm` runs with
 `actor.loss_scale_factor` set (without it verl divides by each micro-batch's own padded length; see
 docs/algorithm.md). It multiplies by `rollout_is_weights` when verl passes them and adds no entropy or KL term
 (verl's `ppo_loss` adds those itself). The mathematics is in `verl_drpo.losses` (evaluated by `verl_drpo.fast`);
-metric names are documented in docs/metrics.md.
+metric names are in `verl_drpo.metrics` and docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -17,22 +19,23 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-from verl_drpo import fast, losses, modes
-from verl_drpo._compat import check_verl_version
+from verl_drpo import fast, losses, metrics, modes
+from verl_drpo._compat import check_verl
 
-check_verl_version()  # an unsupported verl fails here; `python -m verl_drpo doctor` shows why
+check_verl()  # a verl without an API used here fails now, naming it; `python -m verl_drpo doctor` shows why
 
-from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss  # noqa: E402
-
-METRIC_PREFIX = "actor/drpo/"
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, register_policy_loss  # noqa: E402
 
 
 def compute_policy_loss(
     loss_mode: str,
+    formula: Callable[[SimpleNamespace], losses.PolicyLoss],
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
     advantages: torch.Tensor,
@@ -44,6 +47,7 @@ def compute_policy_loss(
     """The policy loss `loss_mode` of `verl_drpo.modes`, aggregated as verl aggregates, and its metrics.
 
     Args:
+        loss_mode, formula: the mode's name and its `@verl_loss` function (hyper-parameters -> `losses.PolicyLoss`).
         old_log_prob, log_prob, advantages, response_mask, rollout_is_weights: (batch_size, response_length);
             `old_log_prob` is the anchor (the rollout log-probs mu in verl's bypass mode).
         loss_agg_mode, config: as verl passes them (`config` is the ActorConfig).
@@ -51,7 +55,7 @@ def compute_policy_loss(
         (scalar loss with a graph to `log_prob`, metrics: name -> float, the same keys on every call).
     """
     _check_inputs(loss_mode, old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
-    loss = policy_loss_of(loss_mode, config)
+    loss = policy_loss_of(loss_mode, formula, config)
     decoupled = modes.uses_decoupled_inputs(loss_mode)
     if decoupled and rollout_is_weights is None:
         raise ValueError(_no_weights_message(loss_mode))
@@ -91,13 +95,13 @@ def compute_policy_loss(
 
 
 def _metrics(stats: dict[str, float]) -> dict[str, float]:
-    """verl's metric names for the statistics of `fast.evaluate` (docs/metrics.md)."""
-    out = {METRIC_PREFIX + k: v for k, v in stats.items() if k not in ("neg_log_ratio_mean", "signed_shift_max")}
+    """The logged names (``verl_drpo.metrics``, docs/metrics.md) of the statistics of `fast.evaluate`."""
+    out = {metrics.PREFIX + k: v for k, v in stats.items() if k not in metrics.INTERNAL}
     # verl's dashboard conventions: clipfrac = share of tokens past the boundary (where DPPO would mask),
     # clipfrac_lower = the negative-advantage part of it, ppo_kl = mean(log mu - log pi).
-    out["actor/pg_clipfrac"] = stats["beyond_boundary_pos_frac"] + stats["beyond_boundary_neg_frac"]
-    out["actor/pg_clipfrac_lower"] = stats["beyond_boundary_neg_frac"]
-    out["actor/ppo_kl"] = stats["neg_log_ratio_mean"]
+    out[metrics.PG_CLIPFRAC] = stats["beyond_boundary_pos_frac"] + stats["beyond_boundary_neg_frac"]
+    out[metrics.PG_CLIPFRAC_LOWER] = stats["beyond_boundary_neg_frac"]
+    out[metrics.PPO_KL] = stats["neg_log_ratio_mean"]
     return out
 
 
@@ -112,9 +116,8 @@ def _empty_mask_result(log_prob: torch.Tensor, mask: torch.Tensor) -> tuple[torc
 # ---- decoupled inputs: mu from pi_prox and the importance weights --------------------------------------------------
 
 
-# verl computes the weights as exp(clamp(log pi_prox - log mu, -20, 20)) (rollout_corr_helper.SAFETY_BOUND): a weight
-# at either end of that range may have been clamped, so mu cannot be recovered from it.
-_IS_LOG_BOUND = 20.0
+# verl computes the weights as exp(clamp(log pi_prox - log mu, -20, 20)) (modes.LOG_RATIO_CLAMP): a weight at either
+# end of that range may have been clamped, so mu cannot be recovered from it.
 _IS_BOUND_TOLERANCE = 1e-4  # relative; float32 rounding of exp(+-20) is ~1e-7
 
 
@@ -122,8 +125,8 @@ def recoverable_weights(rollout_is_weights: torch.Tensor) -> torch.Tensor:
     """True where a weight pi_prox / mu is finite and strictly inside verl's safety range (e^-20, e^20), so that mu
     follows from it exactly (up to float rounding); False at zero (IcePop), clamped, NaN or inf weights."""
     w = rollout_is_weights.detach().to(losses.compute_dtype(rollout_is_weights))
-    upper = math.exp(_IS_LOG_BOUND) * (1.0 - _IS_BOUND_TOLERANCE)
-    lower = math.exp(-_IS_LOG_BOUND) * (1.0 + _IS_BOUND_TOLERANCE)
+    upper = math.exp(modes.LOG_RATIO_CLAMP) * (1.0 - _IS_BOUND_TOLERANCE)
+    lower = math.exp(-modes.LOG_RATIO_CLAMP) * (1.0 + _IS_BOUND_TOLERANCE)
     return torch.isfinite(w) & (w > lower) & (w < upper)
 
 
@@ -158,27 +161,31 @@ def _unrecoverable_message(loss_mode: str, n_bad: int, n_valid: int) -> str:
 # ---- from verl's config to a losses.PolicyLoss --------------------------------------------------------------------
 
 
-def policy_loss_of(loss_mode: str, config: Any) -> losses.PolicyLoss:
-    """The `losses.PolicyLoss` of `loss_mode` with the hyper-parameters in `config.policy_loss` (the fields of
-    `DRPOPolicyLossConfig`; the table's defaults where verl's plain PolicyLossConfig lacks them)."""
+def hyperparameters(loss_mode: str, config: Any) -> SimpleNamespace:
+    """The hyper-parameters `loss_mode` reads (`modes.LossMode.reads`) from `config.policy_loss` (the fields of
+    `DRPOPolicyLossConfig`; the table's defaults where verl's plain PolicyLossConfig lacks them), validated."""
     if config is None:
         raise ValueError(f"loss_mode={loss_mode!r} needs the actor config (verl passes config=ActorConfig)")
-    mode = modes.get(loss_mode)
     policy_loss = config.get("policy_loss", None) if hasattr(config, "get") else None
     if policy_loss is None:
         _warn_defaults_used(loss_mode, type(config).__name__)
-    values = []
-    for name in mode.reads:
+    values = {}
+    for name in modes.get(loss_mode).reads:
         value = policy_loss.get(name, None) if policy_loss is not None else None
         if value is None:
             value = modes.POLICY_LOSS_FIELDS[name].default
-        values.append(modes.validate_positive(f"policy_loss.{name}", value))
-    return _policy_loss(mode.formula, tuple(values))
+        values[name] = modes.validate_positive(f"policy_loss.{name}", value)
+    return SimpleNamespace(**values)
+
+
+def policy_loss_of(loss_mode: str, formula, config: Any) -> losses.PolicyLoss:
+    """`formula` (a mode's `@verl_loss` function) applied to the hyper-parameters in `config`."""
+    return _built(formula, tuple(sorted(vars(hyperparameters(loss_mode, config)).items())))
 
 
 @functools.lru_cache(maxsize=64)  # one object per setting, so a compiled evaluation is reused, not re-traced
-def _policy_loss(formula: str, values: tuple[float, ...]) -> losses.PolicyLoss:
-    return getattr(losses, formula)(*values)
+def _built(formula, values: tuple[tuple[str, float], ...]) -> losses.PolicyLoss:
+    return formula(SimpleNamespace(**dict(values)))
 
 
 @functools.cache  # once per mode and process, not once per micro-batch
@@ -239,27 +246,80 @@ def _non_finite_message(loss_mode, mask, old_log_prob, log_prob, advantages, rol
     return f"{loss_mode}: non-finite values in the policy-loss inputs ({detail})."
 
 
-# ---- registration: one verl loss per name in the table (aliases included) ----------------------------------------
+# ---- the modes: each registered name leads to its formula in one step ------------------------------------------------
+
+REGISTERED: dict[str, Callable[..., tuple[torch.Tensor, dict[str, float]]]] = {}
 
 
-def _registered(loss_mode: str):
-    def policy_loss_fn(
-        old_log_prob: torch.Tensor,
-        log_prob: torch.Tensor,
-        advantages: torch.Tensor,
-        response_mask: torch.Tensor,
-        loss_agg_mode: str = "token-mean",
-        config: Any = None,
-        rollout_is_weights: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        return compute_policy_loss(
-            loss_mode, old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights
-        )
+def verl_loss(loss_mode: str):
+    """Register the decorated function (the mode's hyper-parameters -> its `losses.PolicyLoss`) with verl as policy
+    loss `loss_mode`, and under the table's aliases of it; verl calls it with its usual keywords."""
+    mode = modes.get(loss_mode)
 
-    policy_loss_fn.__name__ = policy_loss_fn.__qualname__ = f"compute_policy_loss_{loss_mode}"
-    policy_loss_fn.__doc__ = f"verl policy loss `{loss_mode}` (verl-drpo): `compute_policy_loss('{loss_mode}', ...)`."
-    return register_policy_loss(loss_mode)(policy_loss_fn)
+    def register(formula):
+        def policy_loss_fn(
+            old_log_prob: torch.Tensor,
+            log_prob: torch.Tensor,
+            advantages: torch.Tensor,
+            response_mask: torch.Tensor,
+            loss_agg_mode: str = "token-mean",
+            config: Any = None,
+            rollout_is_weights: torch.Tensor | None = None,
+        ) -> tuple[torch.Tensor, dict[str, float]]:
+            return compute_policy_loss(loss_mode, formula, old_log_prob, log_prob, advantages, response_mask,
+                                       loss_agg_mode, config, rollout_is_weights)
+
+        policy_loss_fn.__name__ = policy_loss_fn.__qualname__ = f"compute_policy_loss_{loss_mode}"
+        policy_loss_fn.__doc__ = formula.__doc__
+        policy_loss_fn.__wrapped__ = formula
+        for name in (loss_mode, *mode.aliases):
+            REGISTERED[name] = register_policy_loss(name)(policy_loss_fn)
+        return formula
+
+    return register
 
 
-REGISTERED: dict[str, Any] = {name: _registered(name) for name in modes.REGISTERED_NAMES}
+@verl_loss("drpo")
+def drpo(p) -> losses.PolicyLoss:
+    """DRPO, arXiv 2606.09821: Eq. 8, gradient weight Eq. 9 (alias `spo_adaptive_eps`, the authors' verl name)."""
+    return losses.drpo(p.drpo_delta)
+
+
+@verl_loss("mask_drpo")
+def mask_drpo(p) -> losses.PolicyLoss:
+    """Mask-DRPO (the paper's ablation): DRPO's penalty only outside DPPO's Binary-TV region."""
+    return losses.mask_drpo(p.drpo_delta, p.mask_drpo_tv_delta)
+
+
+@verl_loss("spo")
+def spo(p) -> losses.PolicyLoss:
+    """SPO (arXiv 2401.16025): the quadratic in ratio space."""
+    return losses.spo(p.spo_epsilon, p.mask_drpo_tv_delta)
+
+
+@verl_loss("pg_is")
+def pg_is(p) -> losses.PolicyLoss:
+    """PG-IS (the paper's ablation): the unregularized importance-sampled surrogate."""
+    return losses.pg_is(p.mask_drpo_tv_delta)
+
+
+@verl_loss("drpo_prox")
+def drpo_prox(p) -> losses.PolicyLoss:
+    """DRPO-prox (beyond the paper): DRPO's regularizer centred on pi_prox, in verl's decoupled mode."""
+    return losses.drpo_prox(p.drpo_delta)
+
+
 compute_policy_loss_drpo = REGISTERED["drpo"]
+
+
+def require_registered(loss_mode: str) -> None:
+    """Raise a clear error if `loss_mode` is not in verl's policy-loss registry of this process."""
+    if loss_mode not in POLICY_LOSS_REGISTRY:
+        hint = ""
+        if loss_mode.lower() in POLICY_LOSS_REGISTRY:
+            hint = f" Loss modes are case-sensitive: did you mean {loss_mode.lower()!r}?"
+        raise ValueError(
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r} is not a registered policy loss.{hint} "
+            f"Registered: {sorted(POLICY_LOSS_REGISTRY)}. If a verl-drpo mode is missing, run "
+            f"`python -m verl_drpo doctor`."
+        )

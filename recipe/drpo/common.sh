@@ -96,8 +96,8 @@ drpo_check_variables() {
   if [[ $REWARD == math_verify ]]; then  # verl's math-verify scorer would score every answer 0 without the package
     "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("math_verify") is None)' ||
       drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} cannot import math_verify; pip install math-verify (on every node)"
-    "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("verl_drpo.rewards") is None)' ||
-      drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} has no verl_drpo.rewards (the reward function); update verl-drpo"
+    "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("verl_drpo.data.rewards") is None)' ||
+      drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} has no verl_drpo.data.rewards (the reward function); update verl-drpo"
   fi
   # shellcheck disable=SC2086  # the list is one word per mode
   drpo_require_choice TRAINER_MODE $TRAINER_MODES

@@ -139,7 +139,7 @@ OVERRIDES=(
   "${MODE_OVERRIDES[@]}"
 )
 if [[ $REWARD == math_verify ]]; then  # the paper's grader, 1/0 (pip install math-verify)
-  OVERRIDES+=(reward.custom_reward_function.path=pkg://verl_drpo.rewards
+  OVERRIDES+=(reward.custom_reward_function.path=pkg://verl_drpo.data.rewards
               reward.custom_reward_function.name=math_verify_score)
 fi
 if [[ $USE_RUNTIME_ENV_PLUGIN == 1 ]]; then  # when a node's interpreter does not see the verl.plugins entry point

@@ -10,8 +10,9 @@ import verl
 from verl.utils.config import omega_conf_to_dataclass, validate_config
 from verl.workers.config import FSDPActorConfig
 
-from verl_drpo import plugin, preflight
-from verl_drpo.config import HYPERPARAMETER_DEFAULTS, DRPOPolicyLossConfig
+from verl_drpo import plugin
+from verl_drpo.launch import preflight
+from verl_drpo.config import DRPOPolicyLossConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
 PL = "actor_rollout_ref.actor.policy_loss"
@@ -36,10 +37,11 @@ def composed(*overrides):
         return compose(config_name="ppo_trainer", overrides=[*BASE, *overrides])
 
 
-def test_defaults_document_the_paper_values():
-    assert HYPERPARAMETER_DEFAULTS == {"drpo_delta": 12.5, "spo_epsilon": 12.5, "mask_drpo_tv_delta": 0.15}
+def test_defaults_are_the_papers_values():
+    """Independent oracles: DRPO's delta and SPO's eps are 12.5 (arXiv 2606.09821, §4), DPPO's delta_TV 0.15."""
     config = DRPOPolicyLossConfig(loss_mode="drpo")
     assert config.drpo_delta == 12.5 and config.get("drpo_delta") == 12.5
+    assert config.spo_epsilon == 12.5 and config.mask_drpo_tv_delta == 0.15
 
 
 def test_hook_composes_validates_and_converts_like_verl_does():

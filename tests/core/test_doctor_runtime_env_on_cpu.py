@@ -13,7 +13,8 @@ import sysconfig
 
 import pytest
 
-from verl_drpo import LOSS_MODES, worker_env
+from verl_drpo import LOSS_MODES
+from verl_drpo.launch import doctor as worker_env
 from verl_drpo.__main__ import main
 
 
@@ -62,8 +63,8 @@ def test_the_py_modules_fix_loads_the_plugin_in_the_bare_interpreter(bare_python
 
 def test_an_interpreter_without_ray_fails_fast_with_its_error(tmp_path):
     python = _bare_python(tmp_path / "empty", link_site_packages=False)
-    expected = "(?s)cannot start a Ray worker.*No module named 'ray'.*verl==0.9.1"
-    with pytest.raises(worker_env.WorkerEnvError, match=expected):
+    expected = "(?s)cannot start a Ray worker.*No module named 'ray'.*verl>=0.9.1"
+    with pytest.raises(worker_env.CheckFailed, match=expected):
         worker_env.check_worker_env({"py_executable": python}, cwd=str(tmp_path), timeout=60)
 
 

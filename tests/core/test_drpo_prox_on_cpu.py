@@ -10,7 +10,8 @@ from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn
 from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_weights
 from verl.workers.utils.losses import ppo_loss
 
-from verl_drpo import fast, losses, modes, plugin, preflight
+from verl_drpo import fast, losses, modes, plugin
+from verl_drpo.launch import preflight
 
 from test_config_on_cpu import PL, composed
 from test_losses_on_cpu import autograd_grad, random_inputs
@@ -219,5 +220,5 @@ def test_the_recovery_bounds_are_verls_own():
     """If verl changes the clamp of its IS log-ratio, the refusal of clamped weights must change with it."""
     from verl.trainer.ppo import rollout_corr_helper
 
-    assert rollout_corr_helper.SAFETY_BOUND == plugin._IS_LOG_BOUND
+    assert rollout_corr_helper.SAFETY_BOUND == modes.LOG_RATIO_CLAMP
     assert modes.UNTRUNCATED_IS_THRESHOLD > math.exp(rollout_corr_helper.SAFETY_BOUND)

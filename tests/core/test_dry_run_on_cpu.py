@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from verl_drpo import dry_run
+from verl_drpo.launch import dry_run
 
 from test_config_on_cpu import BASE as CONFIG_BASE
 

@@ -1,7 +1,6 @@
 """The table of loss modes (verl_drpo.modes) is the one definition: registration, the config hook, the preflight and
-the aliases all follow it; the import graph of the core has no cycle."""
+the aliases all follow it. (The import graph: test_architecture_on_cpu.py.)"""
 
-import ast
 import subprocess
 import sys
 from dataclasses import fields
@@ -14,16 +13,14 @@ from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 from verl.workers.config import PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from verl_drpo import modes, plugin, preflight
+from verl_drpo import modes, plugin
+from verl_drpo.launch import preflight
 from verl_drpo.config import DRPOPolicyLossConfig
 
 from test_plugin_on_cpu import actor_config, batch, ppo_loss_data
 
-PACKAGE = Path(plugin.__file__).resolve().parent
-
-
 def test_every_name_in_the_table_is_registered_by_the_plugin():
-    assert set(modes.REGISTERED_NAMES) == set(modes.OWN_MODES) | {"spo_adaptive_eps"}
+    assert set(modes.REGISTERED_NAMES) == set(modes.OWN_MODES) | {"spo_adaptive_eps"} == set(plugin.REGISTERED)
     for name in modes.REGISTERED_NAMES:
         assert POLICY_LOSS_REGISTRY[name] is plugin.REGISTERED[name]
     for mode in modes.MODES.values():  # verl's own modes stay verl's
@@ -48,8 +45,10 @@ def test_each_own_mode_builds_its_formula_from_the_config_values_it_reads():
                                                            mask_drpo_tv_delta=0.1))
     boundaries = {"drpo": 0.3, "drpo_prox": 0.3, "mask_drpo": 0.1, "spo": 0.1, "pg_is": 0.1}
     for name in modes.OWN_MODES:
-        loss = plugin.policy_loss_of(name, config)
-        assert loss.name == modes.MODES[name].formula == name
+        formula = plugin.REGISTERED[name].__wrapped__  # the mode's @verl_loss function
+        assert formula is getattr(plugin, name)
+        loss = plugin.policy_loss_of(name, formula, config)
+        assert loss.name == name
         assert loss.boundary == boundaries[name]
 
 
@@ -85,46 +84,6 @@ def test_a_bad_recipe_variable_is_refused_by_name_not_passed_to_hydra(mode, env,
         modes.recipe_overrides(mode, environ={env: raw})
 
 
-# ---- the import graph ------------------------------------------------------------------------------------------------
-
-CORE = ["modes", "_compat", "losses", "fast", "plugin", "preflight", "config", "dry_run", "__main__", "__init__",
-        "worker_env", "rewards"]
-# what each core module may import from the package (docs/architecture.md)
-ALLOWED = {
-    "modes": set(), "_compat": set(), "losses": set(), "fast": {"losses"},
-    "plugin": {"modes", "losses", "fast", "_compat"}, "preflight": {"modes", "plugin"},
-    "config": {"modes", "preflight"}, "dry_run": {"modes", "preflight"}, "__main__": {"modes", "preflight", "_compat", "worker_env"},
-    "__init__": {"modes"}, "worker_env": {"modes"}, "rewards": set(),
-}
-
-
-def package_imports(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("verl_drpo"):
-            parts = node.module.split(".")
-            found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("verl_drpo.")}
-    return found - {module}
-
-
-@pytest.mark.parametrize("module", CORE)
-def test_core_modules_import_only_what_the_architecture_allows(module):
-    assert package_imports(module) <= ALLOWED[module]
-
-
-def test_the_mathematics_and_the_table_load_without_verl():
-    code = ("import sys, verl_drpo.modes, verl_drpo.losses, verl_drpo.fast; "
-            "print(sorted(m for m in sys.modules if m == 'verl' or m.startswith('verl.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-    code = "import sys, verl_drpo.modes; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 # ---- mirrored verl checks ---------------------------------------------------------------------------------------------
 
 
@@ -133,3 +92,39 @@ def test_each_mirrored_verl_assertion_is_still_in_verl(check):
     """If verl changes one of the start-up assertions the preflight mirrors, this fails: update the mirror."""
     source = (Path(verl.__file__).parent / check.verl_file).read_text()
     assert check.verl_source in source, f"{check.verl_file} no longer contains {check.verl_source!r}"
+
+
+def test_a_new_table_entry_reaches_the_config_the_recipes_and_the_docs(monkeypatch):
+    """docs/architecture.md's worked example: one Setting line (and the mode's `reads`) is the whole change."""
+    import dataclasses
+
+    from verl_drpo import config, doc_tables
+
+    new = modes.Setting("drpo_adv_cap", 5.0, "DRPO_ADV_CAP", "cap on |A| in DRPO's penalty (illustration).")
+    table = {**modes.POLICY_LOSS_FIELDS, new.field: new}
+    monkeypatch.setattr(modes, "POLICY_LOSS_FIELDS", table)
+    monkeypatch.setitem(modes.MODES, "drpo", dataclasses.replace(modes.MODES["drpo"], reads=("drpo_delta", new.field)))
+
+    # the config hook: a validated field with its default and help
+    cls = config.policy_loss_config_class(table)
+    assert cls(loss_mode="drpo").drpo_adv_cap == 5.0 and cls(loss_mode="drpo", drpo_adv_cap=2.0).drpo_adv_cap == 2.0
+    assert "drpo_adv_cap (float): cap on |A| in DRPO's penalty (illustration). Default 5.0." in cls.__doc__
+    with pytest.raises(ValueError, match="drpo_adv_cap must be a finite number > 0"):
+        cls(loss_mode="drpo", drpo_adv_cap=0.0)
+    # the recipes: the override, its variable, a bad value refused by name
+    assert f"+{modes.POLICY_LOSS_KEY}.drpo_adv_cap=5.0" in modes.recipe_overrides("drpo", environ={})
+    assert f"+{modes.POLICY_LOSS_KEY}.drpo_adv_cap=2" in modes.recipe_overrides("drpo", environ={"DRPO_ADV_CAP": "2"})
+    with pytest.raises(ValueError, match="^DRPO_ADV_CAP=abc: must be a finite number > 0"):
+        modes.recipe_overrides("drpo", environ={"DRPO_ADV_CAP": "abc"})
+    # the formula receives it by name
+    p = plugin.hyperparameters("drpo", actor_config(policy_loss=cls(loss_mode="drpo", drpo_adv_cap=3.0)))
+    assert vars(p) == {"drpo_delta": 12.5, "drpo_adv_cap": 3.0}
+    # the docs' generated tables
+    assert "| `DRPO_ADV_CAP` | `drpo_adv_cap` | `5` | `drpo` |" in doc_tables.recipe_variables()
+    assert "| `drpo_adv_cap` | `5` | cap on \\|A\\|" in doc_tables.config_fields()
+
+
+def test_the_docs_generated_tables_are_up_to_date():
+    from verl_drpo import doc_tables
+
+    assert doc_tables.stale() == [], "run: python -m verl_drpo docs --write"

@@ -12,7 +12,8 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.config import ActorConfig, PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from verl_drpo import LOSS_MODES, losses, modes, plugin, preflight
+from verl_drpo import LOSS_MODES, losses, modes, plugin
+from verl_drpo.launch import preflight
 from verl_drpo.config import DRPOPolicyLossConfig
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -285,9 +286,9 @@ def test_unknown_loss_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="Unsupported loss mode: drop"):
         get_policy_loss_fn("drop")
     with pytest.raises(ValueError, match="did you mean 'drpo'"):
-        preflight.require_registered("DRPO")
+        plugin.require_registered("DRPO")
     with pytest.raises(ValueError, match="python -m verl_drpo doctor"):
-        preflight.require_registered("drpo_typo")
+        plugin.require_registered("drpo_typo")
 
 
 # ---- empty micro-batches (verl pads a batch that does not divide with all-masked samples) -------------------------

@@ -1,4 +1,4 @@
-"""Registration where verl's workers live: fresh processes and a real Ray worker; the version pin; the doctor."""
+"""Registration where verl's workers live: fresh processes and a real Ray worker; the verl APIs it needs; the doctor."""
 
 import json
 import os
@@ -8,8 +8,10 @@ import textwrap
 
 import pytest
 
-from verl_drpo import LOSS_MODES, __main__ as cli
-from verl_drpo._compat import SUPPORTED_VERL_VERSION, UnsupportedVerlError, check_verl_version
+import verl
+
+from verl_drpo import LOSS_MODES, _compat
+from verl_drpo.launch import doctor
 
 PROBE = "import json, verl; from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY as R; print(json.dumps(sorted(R)))"
 
@@ -73,13 +75,42 @@ def test_a_ray_worker_computes_the_drpo_loss_after_a_plain_import_verl():
     assert mismatch == pytest.approx(0.05, rel=1e-4)
 
 
-def test_verl_version_is_pinned(monkeypatch):
-    monkeypatch.delenv("VERL_DRPO_ALLOW_UNSUPPORTED_VERL", raising=False)
-    assert check_verl_version() == SUPPORTED_VERL_VERSION
-    with pytest.raises(UnsupportedVerlError, match=r"supports verl==0\.9\.1 only, but verl 0\.9\.2 is installed"):
-        check_verl_version("0.9.2")
-    monkeypatch.setenv("VERL_DRPO_ALLOW_UNSUPPORTED_VERL", "1")
-    assert check_verl_version("0.9.2") == "0.9.2"
+def test_a_version_outside_the_tested_range_loads_with_a_warning(monkeypatch):
+    """A verl 0.9.2 or a source build with every API the plugin uses is not refused (issue 19, item 12)."""
+    assert _compat.check_verl() == "0.9.1"
+    monkeypatch.setattr(verl, "__version__", "0.9.2")
+    with pytest.warns(UserWarning, match=r"verl 0\.9\.2 is outside the tested range"):
+        assert _compat.check_verl() == "0.9.2"
+    monkeypatch.setattr(verl, "__version__", "0.10.0.dev0+g1234abc")
+    with pytest.warns(UserWarning, match="outside the tested range"):
+        _compat.check_verl()
+
+
+def test_a_missing_verl_api_is_refused_by_name(monkeypatch):
+    from verl.trainer.ppo import core_algos
+
+    monkeypatch.delattr(core_algos, "agg_loss")
+    with pytest.raises(_compat.UnsupportedVerlError, match=r"lacks what verl-drpo uses: verl\.trainer\.ppo\.core_algos\.agg_loss"):
+        _compat.check_verl()
+
+
+def test_a_changed_verl_signature_is_refused_by_name(monkeypatch):
+    from verl.trainer.ppo import core_algos
+
+    monkeypatch.setattr(core_algos, "agg_loss", lambda loss_mat, loss_mask, loss_agg_mode, dp_size=1: None)
+    assert _compat.missing_verl_apis() == [f"agg_loss({k})" for k in
+                                           ("batch_num_tokens", "global_batch_size", "loss_scale_factor")]
+
+
+def test_the_plugin_registers_under_another_version_in_a_fresh_process():
+    code = ("import verl; verl.__version__ = '0.9.7'\n"  # entry points off: the plugin loads after the change
+            "import verl_drpo.plugin\n"
+            "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY; print('drpo' in POLICY_LOSS_REGISTRY)")
+    env = dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True"
+    assert "verl 0.9.7 is outside the tested range" in out.stderr
 
 
 def run_doctor(*args, **env):
@@ -106,6 +137,6 @@ def test_doctor_fails_with_the_cause_when_plugins_are_switched_off():
 
 def test_doctor_surfaces_the_import_error_verl_swallows(monkeypatch):
     monkeypatch.delenv("VERL_USE_EXTERNAL_PLUGINS", raising=False)
-    monkeypatch.setattr(cli, "_PLUGIN_IMPORT_PROBE", "raise ImportError('simulated broken plugin')")
-    cause = cli._missing_modes_cause()
+    monkeypatch.setattr(doctor, "PLUGIN_IMPORT_PROBE", "raise ImportError('simulated broken plugin')")
+    cause = doctor.missing_modes_cause()
     assert "verl swallowed this error" in cause and "simulated broken plugin" in cause

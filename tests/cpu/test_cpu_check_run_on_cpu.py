@@ -2,7 +2,7 @@
 
 import json
 
-from verl_drpo.cpu.check_run import check, load_steps, main
+from verl_drpo.launch.check_run import check, load_steps, main
 from verl_drpo.modes import OWN_MODES, REGISTERED_NAMES
 
 LAG = "training/off_policy/trajectory_staleness/"

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from verl_drpo import data
+from verl_drpo.data import records, sources, writer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 _spec = importlib.util.spec_from_file_location("prepare_dapo", os.path.join(ROOT, "scripts", "prepare_dapo.py"))
@@ -18,7 +18,7 @@ _spec.loader.exec_module(prepare_dapo)
 def _dapo_hub_row(problem, answer, uid):
     # DAPO-Math-17k's hub rows are already in verl's schema, with DAPO's prompt template
     return {"data_source": "math_dapo", "ability": "MATH",
-            "prompt": [{"role": "user", "content": f"{data.DAPO_PROMPT_PREFIX}{problem}{data.DAPO_PROMPT_SUFFIX}"}],
+            "prompt": [{"role": "user", "content": f"{records.DAPO_PROMPT_PREFIX}{problem}{records.DAPO_PROMPT_SUFFIX}"}],
             "reward_model": {"style": "rule-lighteval/MATH_v2", "ground_truth": answer},
             "extra_info": {"index": uid}}
 
@@ -71,11 +71,11 @@ def test_writes_three_files_in_verls_schema_scored_by_math_dapo(copies, tmp_path
     assert {r["data_source"] for r in train} == {"math_dapo"}
     assert aime24[0]["data_source"] == "aime24" and aime25[0]["data_source"] == "aime25"
     for row in (train[0], aime24[0], aime25[1]):
-        assert set(data.REQUIRED_COLUMNS) <= set(row) and row["ability"] == "math"
+        assert set(writer.REQUIRED_COLUMNS) <= set(row) and row["ability"] == "math"
         (message,) = row["prompt"]
         assert message["role"] == "user"
-        assert message["content"].startswith(data.DAPO_PROMPT_PREFIX)  # the hub's template, kept, or added
-        assert message["content"].endswith(data.DAPO_PROMPT_SUFFIX)
+        assert message["content"].startswith(records.DAPO_PROMPT_PREFIX)  # the hub's template, kept, or added
+        assert message["content"].endswith(records.DAPO_PROMPT_SUFFIX)
         assert message["content"].count("Answer:") == 2  # template not applied twice
     assert train[0]["extra_info"]["question"] == "A bag has 5 red and 29 blue marbles. How many marbles?"
     # verl's own dispatch: every data_source goes to math_dapo (+1 right, -1 wrong, on the "Answer:" line)
@@ -89,13 +89,13 @@ def test_writes_three_files_in_verls_schema_scored_by_math_dapo(copies, tmp_path
 
 
 def test_flat_rows_and_boxed_solutions(tmp_path):
-    row = data.dapo_record({"question": "What is 2+2?", "solution": "It is $\\boxed{4}$."}, "aime24", 0, "aime24")
+    row = records.dapo_record({"question": "What is 2+2?", "solution": "It is $\\boxed{4}$."}, "aime24", 0, "aime24")
     assert row["reward_model"]["ground_truth"] == "4"
-    assert row["prompt"][0]["content"] == f"{data.DAPO_PROMPT_PREFIX}What is 2+2?{data.DAPO_PROMPT_SUFFIX}"
-    assert data.dapo_record({"problem": "p", "answer": 204.0}, "aime25", 0, "aime25")["reward_model"][
+    assert row["prompt"][0]["content"] == f"{records.DAPO_PROMPT_PREFIX}What is 2+2?{records.DAPO_PROMPT_SUFFIX}"
+    assert records.dapo_record({"problem": "p", "answer": 204.0}, "aime25", 0, "aime25")["reward_model"][
         "ground_truth"] == "204"
-    with pytest.raises(data.DataError, match="no answer"):
-        data.dapo_record({"problem": "p"}, "train", 3)
+    with pytest.raises(records.DataError, match="no answer"):
+        records.dapo_record({"problem": "p"}, "train", 3)
 
 
 def test_missing_answer_fails_and_writes_nothing(copies, tmp_path, capsys):

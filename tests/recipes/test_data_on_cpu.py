@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from verl_drpo import data
+from verl_drpo.data import records, sources, writer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -160,21 +160,21 @@ def test_missing_split_file_and_path(tmp_path, capsys):
 
 @pytest.mark.parametrize("solution", ["The answer is 7.", "#### seven"])
 def test_gsm8k_solution_without_final_number_is_an_error(solution):
-    with pytest.raises(data.DataError, match="####"):
-        data.gsm8k_record({"question": "q", "answer": solution}, "train", 0)
+    with pytest.raises(records.DataError, match="####"):
+        records.gsm8k_record({"question": "q", "answer": solution}, "train", 0)
 
 
 def test_math_solution_without_box_is_an_error():
-    with pytest.raises(data.DataError, match="boxed"):
-        data.math_record({"problem": "p", "solution": "x = 7"}, "train", 3, data.MATH_TRAIN_SOURCE)
+    with pytest.raises(records.DataError, match="boxed"):
+        records.math_record({"problem": "p", "solution": "x = 7"}, "train", 3, records.MATH_TRAIN_SOURCE)
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path):
-    good = [data.gsm8k_record(GSM8K_TRAIN[0], "train", 0)]
+    good = [records.gsm8k_record(GSM8K_TRAIN[0], "train", 0)]
     bad = [{"data_source": "x", "prompt": [], "ability": "math", "reward_model": {}, "extra_info": {},
             "unserialisable": object()}]
     with pytest.raises(Exception):
-        data.write_parquets({str(tmp_path / "a.parquet"): good, str(tmp_path / "b.parquet"): bad})
+        writer.write_parquets({str(tmp_path / "a.parquet"): good, str(tmp_path / "b.parquet"): bad})
     assert os.listdir(tmp_path) == []
 
 
@@ -285,5 +285,5 @@ def test_max_samples_must_be_positive(gsm8k_dir, tmp_path, capsys, value):
     err = capsys.readouterr().err
     assert "--max_samples" in err and "positive integer" in err and "Traceback" not in err
     assert not out.exists()
-    with pytest.raises(data.DataError, match="--max_samples"):
-        data.load_split("openai/gsm8k", "train", "main", str(gsm8k_dir), max_samples=-2)
+    with pytest.raises(records.DataError, match="--max_samples"):
+        sources.load_split("openai/gsm8k", "train", "main", str(gsm8k_dir), max_samples=-2)

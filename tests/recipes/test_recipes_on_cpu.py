@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from verl_drpo import dry_run
+from verl_drpo.launch import dry_run
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RECIPE_DIR = os.path.join(ROOT, "recipe", "drpo")
@@ -474,10 +474,10 @@ def test_math_verify_reward_without_the_package_is_one_clear_line(tmp_path):
 
 
 def test_math_verify_reward_is_verls_custom_reward_function(tmp_path):
-    """REWARD=math_verify selects verl_drpo.rewards.math_verify_score (tested in test_rewards_on_cpu.py) through
+    """REWARD=math_verify selects verl_drpo.data.rewards.math_verify_score (tested in test_rewards_on_cpu.py) through
     verl's reward.custom_reward_function hook; the default keeps verl's scorer of the data_source."""
     cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="math_verify")  # the stand-in's package probes succeed
-    assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.rewards"
+    assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.data.rewards"
     assert cfg.reward.custom_reward_function.name == "math_verify_score"
     cfg, _ = composed(tmp_path, "dapo_qwen3_4b")
     assert cfg.reward.custom_reward_function.path is None

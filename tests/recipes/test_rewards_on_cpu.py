@@ -1,4 +1,4 @@
-"""verl_drpo.rewards.math_verify_score loaded through verl's own custom-reward hook, on DAPO/AIME-style responses."""
+"""verl_drpo.data.rewards.math_verify_score loaded through verl's own custom-reward hook, on DAPO/AIME-style responses."""
 
 import sys
 
@@ -10,7 +10,7 @@ def _verl_loaded_reward_fn():
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
     config = OmegaConf.create({"reward": {"custom_reward_function": {
-        "path": "pkg://verl_drpo.rewards", "name": "math_verify_score", "reward_kwargs": {}}}})
+        "path": "pkg://verl_drpo.data.rewards", "name": "math_verify_score", "reward_kwargs": {}}}})
     return get_custom_reward_fn(config)
 
 

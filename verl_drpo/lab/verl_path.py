@@ -26,19 +26,16 @@ from .design import METHODS, Method
 
 
 def make_actor_config(method: Method | str, mini_batch_size: int, rollout_n: int, loss_scale_factor: int):
-    """A real verl ActorConfig for `method`: the mode's settings from ``verl_drpo.modes`` (with the method's
-    overrides), ``policy_loss`` a ``DRPOPolicyLossConfig``; the lab's fixed choices (aggregation, no KL, no entropy)
-    on top."""
-    from verl.workers.config import ActorConfig
-
-    from verl_drpo.config import DRPOPolicyLossConfig
+    """A real verl ActorConfig for `method` (``verl_drpo.config.actor_config``: the mode's settings from the table,
+    with the method's overrides), plus the lab's fixed choices (aggregation, no KL, no entropy, eager)."""
+    from verl_drpo.config import actor_config
 
     if isinstance(method, str):
         if method not in METHODS:
             raise ValueError(f"unknown lab method {method!r}; choose from {', '.join(METHODS)}")
         method = METHODS[method]
-    return ActorConfig(
-        strategy="fsdp",
+    return actor_config(
+        method.mode,
         ppo_mini_batch_size=mini_batch_size,
         ppo_micro_batch_size_per_gpu=mini_batch_size,
         rollout_n=rollout_n,
@@ -47,8 +44,7 @@ def make_actor_config(method: Method | str, mini_batch_size: int, rollout_n: int
         use_torch_compile=False,
         entropy_coeff=0.0,
         use_kl_loss=False,
-        policy_loss=DRPOPolicyLossConfig(loss_mode=method.mode, **method.policy_loss_fields),
-        **method.actor_fields,
+        **method.settings,
     )
 
 

@@ -1,7 +1,5 @@
 """One preflight for a full verl trainer config: what the doctor, the dry run and the config hook check.
 
-- `require_registered`: the loss mode is in verl's policy-loss registry of this process (the config hook calls it
-  on the driver; the dry run too).
 - `missing_modes`: which of the table's names a registry lacks (the doctor, on a fresh process's registry).
 - `trainer_config_warnings`: what verl accepts but a DRPO-style run should not do: the anchor, the sampling
   temperature and truncation, the `seq-mean-token-sum-norm` horizon (`loss_scale_factor`), verl's plain
@@ -16,6 +14,8 @@ Configs are OmegaConf DictConfigs of verl's `ppo_trainer` (or `fully_async_ppo_t
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,41 +24,31 @@ from verl_drpo import modes
 ANCHOR_OVERRIDES = "algorithm.rollout_correction.bypass_mode=True actor_rollout_ref.rollout.calculate_log_probs=True"
 
 
-def require_registered(loss_mode: str) -> None:
-    """Raise a clear error if `loss_mode` is not in verl's policy-loss registry of this process."""
-    import verl_drpo.plugin  # noqa: F401  (registers the table's modes, should verl's entry point be switched off)
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
-
-    if loss_mode not in POLICY_LOSS_REGISTRY:
-        hint = ""
-        if loss_mode.lower() in POLICY_LOSS_REGISTRY:
-            hint = f" Loss modes are case-sensitive: did you mean {loss_mode.lower()!r}?"
-        raise ValueError(
-            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r} is not a registered policy loss.{hint} "
-            f"Registered: {sorted(POLICY_LOSS_REGISTRY)}. If a verl-drpo mode is missing, run "
-            f"`python -m verl_drpo doctor`."
-        )
-
-
 def missing_modes(registered) -> list[str]:
     """The names verl-drpo registers (`modes.REGISTERED_NAMES`) that are not in `registered`."""
     return [name for name in modes.REGISTERED_NAMES if name not in set(registered)]
 
 
-def _select(cfg, key: str, default=None):
+def select(cfg, key: str, default=None):
+    """The resolved value at the dotted ``key`` of a trainer config (a plain list or dict for containers), or
+    ``default`` when it is missing or null."""
     from omegaconf import OmegaConf
 
     value = OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
-    return default if value is None else value
+    if value is None:
+        return default
+    if not isinstance(value, str | int | float | bool):
+        value = OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def trainer_config_warnings(cfg: Any) -> list[str]:
     """Warnings about a full trainer config for the loss modes of `verl_drpo.modes`; [] for a clean config."""
-    loss_mode = _select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
+    loss_mode = select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
     found = []
     if modes.anchored_on_mu(loss_mode) and not modes.uses_decoupled_inputs(loss_mode):  # decoupled inputs: decoupled_input_problems
-        bypass = bool(_select(cfg, "algorithm.rollout_correction.bypass_mode", False))
-        log_probs = bool(_select(cfg, "actor_rollout_ref.rollout.calculate_log_probs", False))
+        bypass = bool(select(cfg, "algorithm.rollout_correction.bypass_mode", False))
+        log_probs = bool(select(cfg, "actor_rollout_ref.rollout.calculate_log_probs", False))
         if not (bypass and log_probs):
             found.append(
                 f"loss_mode={loss_mode} runs without the rollout anchor (bypass_mode={bypass}, "
@@ -71,23 +61,23 @@ def trainer_config_warnings(cfg: Any) -> list[str]:
         # ppo_loss to their own copy; nothing on the driver reads loss_mode afterwards (docs/algorithm.md, Anchor;
         # tests/core/test_config_on_cpu.py::test_legacy_trainer_bypass_rewrite_does_not_reach_the_workers_loss).
     if modes.anchored_on_mu(loss_mode):
-        temperature = _select(cfg, "actor_rollout_ref.rollout.temperature", 1.0)
+        temperature = select(cfg, "actor_rollout_ref.rollout.temperature", 1.0)
         if float(temperature) != 1.0:
             found.append(
                 f"rollout.temperature={temperature}: DRPO needs mu to be the probability the token was sampled "
                 "with and pi to be computed at the same temperature; check that the rollout engine returns "
                 "log-probs of the tempered distribution (docs/recipes.md). The paper samples at temperature 1.0."
             )
-    agg_mode = _select(cfg, "actor_rollout_ref.actor.loss_agg_mode", "token-mean")
-    if agg_mode == "seq-mean-token-sum-norm" and _select(cfg, "actor_rollout_ref.actor.loss_scale_factor") is None:
-        horizon = _select(cfg, "data.max_response_length", "the maximum response length")
+    agg_mode = select(cfg, "actor_rollout_ref.actor.loss_agg_mode", "token-mean")
+    if agg_mode == "seq-mean-token-sum-norm" and select(cfg, "actor_rollout_ref.actor.loss_scale_factor") is None:
+        horizon = select(cfg, "data.max_response_length", "the maximum response length")
         found.append(
             "loss_agg_mode=seq-mean-token-sum-norm without actor_rollout_ref.actor.loss_scale_factor: verl's agg_loss "
             "then divides each micro-batch by its own padded length (its longest response), so a sequence's weight "
             "depends on which siblings share its micro-batch. Set "
             f"actor_rollout_ref.actor.loss_scale_factor={horizon} (the paper divides by the maximum response length)."
         )
-    rollout = _select(cfg, "actor_rollout_ref.rollout", None)
+    rollout = select(cfg, "actor_rollout_ref.rollout", None)
     if rollout is not None:
         top_p, top_k = rollout.get("top_p", 1.0), rollout.get("top_k", -1)
         if (top_p is not None and float(top_p) < 1.0) or (top_k is not None and int(top_k) > 0):
@@ -97,7 +87,7 @@ def trainer_config_warnings(cfg: Any) -> list[str]:
                 "which the actor does not reproduce, so r = pi/mu is biased below 1 even with identical weights"
             )
     if loss_mode in modes.REGISTERED_NAMES:
-        if _select(cfg, "actor_rollout_ref.actor.policy_loss._target_", "") != modes.POLICY_LOSS_TARGET:
+        if select(cfg, "actor_rollout_ref.actor.policy_loss._target_", "") != modes.POLICY_LOSS_TARGET:
             defaults = {name: modes.POLICY_LOSS_FIELDS[name].default for name in modes.get(loss_mode).reads}
             found.append(
                 f"loss_mode={loss_mode} with verl's plain PolicyLossConfig: the defaults {defaults} apply. Select "
@@ -114,29 +104,29 @@ def decoupled_input_problems(cfg: Any) -> list[str]:
     from verl's `rollout_is_weights` = pi_prox / mu; [] for other modes or a config that passes. verl computes the
     weights in `rollout_corr_helper.compute_rollout_correction_weights`: per token only for rollout_is=token, clamped
     at rollout_is_threshold (or zeroed outside a 'lower_upper' IcePop range), optionally divided by their batch mean."""
-    loss_mode = _select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
+    loss_mode = select(cfg, "actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
     if not modes.uses_decoupled_inputs(loss_mode):
         return []
     rc = "algorithm.rollout_correction."
     found = []
-    if bool(_select(cfg, rc + "bypass_mode", False)):
+    if bool(select(cfg, rc + "bypass_mode", False)):
         found.append(f"{rc}bypass_mode=True: old_log_prob is then mu itself and pi_prox is never computed")
-    if not bool(_select(cfg, "actor_rollout_ref.rollout.calculate_log_probs", False)):
+    if not bool(select(cfg, "actor_rollout_ref.rollout.calculate_log_probs", False)):
         found.append("actor_rollout_ref.rollout.calculate_log_probs=False: verl then has no mu to weight with")
-    level = _select(cfg, rc + "rollout_is", None)
+    level = select(cfg, rc + "rollout_is", None)
     if level != "token":
         found.append(f"{rc}rollout_is={level}: only token-level weights give each token's mu "
                      "(sequence-level weights are one product per sequence; null gives none)")
-    threshold = _select(cfg, rc + "rollout_is_threshold", 2.0)
+    threshold = select(cfg, rc + "rollout_is_threshold", 2.0)
     try:
         upper = float(threshold) if not isinstance(threshold, bool) else math.nan
     except (TypeError, ValueError):  # 'lower_upper': IcePop zeroes the weights outside the range
         upper = math.nan
-    if not upper >= math.exp(20.0):
+    if not upper >= math.exp(modes.LOG_RATIO_CLAMP):
         found.append(f"{rc}rollout_is_threshold={threshold}: weights above it are truncated (or, for 'lower_upper', "
                      f"zeroed), so their mu is lost; use a single number >= e^20 "
                      f"(e.g. {modes.UNTRUNCATED_IS_THRESHOLD:g})")
-    if bool(_select(cfg, rc + "rollout_is_batch_normalize", False)):
+    if bool(select(cfg, rc + "rollout_is_batch_normalize", False)):
         found.append(f"{rc}rollout_is_batch_normalize=True: dividing the weights by their batch mean loses mu's scale")
     if found:
         fix = " ".join(modes.DECOUPLED_OVERRIDES)
@@ -233,7 +223,7 @@ def trainer_start_problems(cfg: Any, entry: str = "main_ppo") -> list[str]:
     """What verl's trainer for `entry` (and, for main_ppo, `trainer.v1.trainer_mode`) would reject at start-up, and
     the configurations a loss mode refuses (`decoupled_input_problems`)."""
     problems = decoupled_input_problems(cfg)
-    mode = "fully_async" if entry == "fully_async" else _select(cfg, "trainer.v1.trainer_mode", "sync")
+    mode = "fully_async" if entry == "fully_async" else select(cfg, "trainer.v1.trainer_mode", "sync")
     if entry == "main_ppo":
         from verl.trainer.ppo.v1 import get_trainer_cls
 
@@ -254,3 +244,27 @@ def trainer_start_problems(cfg: Any, entry: str = "main_ppo") -> list[str]:
             if problem is not None:
                 problems.append(problem)
     return problems
+
+
+# ---- paths this machine can check ------------------------------------------------------------------------------------
+
+
+REMOTE_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # hdfs://, s3://, gs://, https://, ...
+HF_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name: verl downloads it
+
+
+def missing_local_paths(cfg) -> list[str]:
+    """Warnings for the local data files and model directory the config names that do not exist here (a cluster
+    would find out only after Ray starts). Remote paths, and a model path shaped like a Hugging Face id, pass."""
+    found = []
+    for key in ("data.train_files", "data.val_files"):
+        value = select(cfg, key)
+        for path in [value] if isinstance(value, str) else (value or []):
+            if isinstance(path, str) and not REMOTE_PATH.match(path) and not os.path.exists(os.path.expanduser(path)):
+                found.append(f"{key}: {path} does not exist on this machine (fine if the cluster's nodes have it)")
+    model = select(cfg, "actor_rollout_ref.model.path")
+    if (isinstance(model, str) and not REMOTE_PATH.match(model) and not os.path.exists(os.path.expanduser(model))
+            and not HF_MODEL_ID.match(model)):
+        found.append(f"actor_rollout_ref.model.path: {model} does not exist on this machine and is not a Hugging Face "
+                     "id (org/name)")
+    return found
