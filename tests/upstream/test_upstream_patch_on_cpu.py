@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from verl.workers.config import ActorConfig
 
 from verl_drpo import plugin
-from verl_drpo.config import DRPOPolicyLossConfig
+from verl_drpo.config import actor_config
 
 pytestmark = pytest.mark.slow  # two fresh verl imports and the patch's own test: ~20 s of CPU
 
@@ -138,17 +137,15 @@ torch.save(results, out_file)
 
 
 def _plugin_side(case: dict) -> dict:
-    config = ActorConfig(
-        strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, loss_agg_mode=case["loss_agg_mode"],
-        use_torch_compile=False, global_batch_info=dict(case["global_batch_info"]),
-        policy_loss=DRPOPolicyLossConfig(loss_mode="drpo", drpo_delta=case["delta"]),
-    )
+    config = actor_config("drpo", loss_agg_mode=case["loss_agg_mode"], use_torch_compile=False,
+                          global_batch_info=dict(case["global_batch_info"]), drpo_delta=case["delta"])
     log_prob = case["log_prob"].clone().requires_grad_(True)
     with warnings.catch_warnings():  # the plugin warns once that IS weights mean verl's decoupled anchor
         warnings.simplefilter("ignore", UserWarning)
-        loss, metrics = plugin.compute_policy_loss(
-            "drpo", case["old_log_prob"], log_prob, case["advantages"], case["response_mask"],
-            case["loss_agg_mode"], config, case["rollout_is_weights"],
+        loss, metrics = plugin.REGISTERED["drpo"](
+            old_log_prob=case["old_log_prob"], log_prob=log_prob, advantages=case["advantages"],
+            response_mask=case["response_mask"], loss_agg_mode=case["loss_agg_mode"], config=config,
+            rollout_is_weights=case["rollout_is_weights"],
         )
     loss.backward()
     return {"loss": loss.detach(), "grad": log_prob.grad, "metrics": metrics}
