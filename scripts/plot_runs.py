@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import math
 import os
 import re
@@ -31,6 +30,7 @@ from collections import defaultdict
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from verl_drpo.files import folder_problem  # noqa: E402  (every tool's writability check)
+from verl_drpo.launch import run_log  # noqa: E402
 from verl_drpo.metrics import WATCH  # noqa: E402
 
 DEFAULT_METRICS = WATCH  # verl_drpo.metrics: the set docs/reproduction.md says to watch
@@ -44,22 +44,20 @@ class RunReadError(ValueError):
 
 # ------------------------------------------------------------------------------------------------ readers
 def read_jsonl(path: str) -> dict[str, dict[int, float]]:
+    """verl's file-logger lines (``verl_drpo.launch.run_log``): a cut-off last line, which a killed or still-running
+    logger leaves, is skipped with a note; every complete line is read."""
+    try:
+        log = run_log.read(path)
+    except run_log.RunLogError as err:
+        raise RunReadError(str(err)) from None
+    if log.cut_off:
+        print(f"plot_runs: note: {path}: the last line is cut off (a logger stopped mid-write); read "
+              f"{len(log.records)} complete lines", file=sys.stderr)
     series: dict[str, dict[int, float]] = defaultdict(dict)
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                step, data = int(record["step"]), record["data"]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise RunReadError(f"{path}:{lineno}: not a verl file-logger line ({exc})") from None
-            if not isinstance(data, dict):
-                raise RunReadError(f"{path}:{lineno}: \"data\" is a {type(data).__name__}, expected an object "
-                                   "of metric: value")
-            for key, value in flatten(data).items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    series[key][step] = float(value)
+    for step, data in log.records:
+        for key, value in flatten(data).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                series[key][step] = float(value)
     return series
 
 

@@ -36,12 +36,13 @@ Optional checks, each reading verl's (or the plugin's) own metrics:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 from verl_drpo import metrics as M
+from verl_drpo import modes
+from verl_drpo.launch import run_log
 from verl_drpo.modes import REGISTERED_NAMES
 
 DRPO_PREFIX, ANCHOR_GAP, ROLLOUT_PROBS_DIFF, STALENESS = M.PREFIX, M.ANCHOR_GAP, M.ROLLOUT_PROBS_DIFF, M.STALENESS
@@ -49,12 +50,8 @@ DATA_KEYS = M.PROMPT_LENGTH
 
 
 def load_steps(path: str | Path) -> dict[int, dict[str, float]]:
-    steps: dict[int, dict[str, float]] = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            steps.setdefault(int(rec["step"]), {}).update(rec["data"])
-    return steps
+    """step -> metrics of a verl file-logger log (``launch.run_log``; a cut-off last line is skipped)."""
+    return run_log.read(str(path)).steps()
 
 
 def _num(v) -> float | None:
@@ -173,7 +170,8 @@ def summary(steps: dict[int, dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Check a verl run's logged metrics (see module docstring).")
+    ap = argparse.ArgumentParser(prog="python -m verl_drpo.launch.check_run",
+                                 description="Check a verl run's logged metrics (see module docstring).")
     ap.add_argument("jsonl", help="the file logger's output: $VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl")
     ap.add_argument("--steps", type=int, required=True, help="the last training step the run must have logged")
     ap.add_argument("--first-step", type=int, default=1, help="the first step it must have logged (a resumed run)")
@@ -186,17 +184,35 @@ def main(argv=None) -> int:
     ap.add_argument("--ragged", action="store_true")
     ap.add_argument("--resumed-from", default=None, help="the metrics file of the run whose checkpoint this resumed")
     args = ap.parse_args(argv)
+    try:
+        modes.get(args.loss_mode)
+    except ValueError as err:
+        ap.error(f"--loss-mode: {err}")
+    if args.steps < 1:
+        ap.error(f"--steps must be >= 1 (the last step the run must have logged), got {args.steps}")
+    if not 1 <= args.first_step <= args.steps:
+        ap.error(f"--first-step must be between 1 and --steps ({args.steps}), got {args.first_step}")
     path = Path(args.jsonl)
+    logs = {}
     for p in (path, Path(args.resumed_from) if args.resumed_from else None):
-        if p is not None and not p.exists():
+        if p is None:
+            continue
+        if not p.exists():
             print(f"[check_run] FAIL: {p} does not exist (the run logged nothing)", file=sys.stderr)
             return 1
-    steps = load_steps(path)
+        try:
+            logs[p] = run_log.read(str(p))
+        except run_log.RunLogError as err:
+            print(f"[check_run] FAIL: {err}", file=sys.stderr)
+            return 1
+        if logs[p].cut_off:
+            print(f"[check_run] note: the last line of {p} is cut off (a logger stopped mid-write); skipped")
+    steps = logs[path].steps()
     print(f"[check_run] {path} ({args.loss_mode}):\n{summary(steps)}")
     errors = check(steps, args.steps, args.loss_mode, max_anchor_gap=args.max_anchor_gap,
                    max_rollout_probs_diff=args.max_rollout_probs_diff, staleness=args.staleness,
                    min_stale_gap=args.min_stale_gap, ragged=args.ragged, first_step=args.first_step,
-                   resumed_from=load_steps(args.resumed_from) if args.resumed_from else None,
+                   resumed_from=logs[Path(args.resumed_from)].steps() if args.resumed_from else None,
                    max_weight_deviation=args.max_weight_deviation)
     if errors:
         print("[check_run] FAIL:\n  " + "\n  ".join(errors), file=sys.stderr)
