@@ -104,7 +104,14 @@ def compose_config(overrides: list[str], entry: str = "main_ppo"):
     except Exception as exc:  # Hydra wraps the OmegaConf error; show both layers
         cause = exc.__cause__ or exc.__context__
         detail = f"{exc}" + (f"\n  cause: {type(cause).__name__}: {cause}" if cause is not None else "")
-        if "Ambiguous value for argument" in str(exc):
+        from hydra.errors import OverrideParseException
+
+        if isinstance(exc, OverrideParseException):
+            bad = _first_unparsable(overrides)
+            hint = ("An override is not valid Hydra syntax" + (f" ({bad})" if bad else "") + ": check brackets and "
+                    "quotes (a list is key=[a,b]; a value with spaces, commas or brackets needs inner quotes, "
+                    "e.g. \"key='a b'\"); https://hydra.cc/docs/advanced/override_grammar/basic/.")
+        elif "Ambiguous value for argument" in str(exc):
             hint = ("Hydra reads a comma in a value as a list or a sweep. For one path that contains a comma, quote "
                     "it inside the override: \"data.train_files='/data/a,b.parquet'\" (the outer quotes are for "
                     "the shell; the recipes' TRAIN_FILES/VAL_FILES variables need the inner ones too); for several "
@@ -120,6 +127,19 @@ def compose_config(overrides: list[str], entry: str = "main_ppo"):
         ) from exc
     finally:
         GlobalHydra.instance().clear()
+
+
+def _first_unparsable(overrides: list[str]) -> str | None:
+    """The first override Hydra's grammar rejects on its own, or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception:  # noqa: BLE001  (Hydra raises OverrideParseException or HydraException)
+            return override
+    return None
 
 
 def check_config(cfg, entry: str = "main_ppo") -> DryRunReport:
