@@ -29,8 +29,8 @@ def _validate(self) -> None:
     parent_post_init = getattr(PolicyLossConfig, "__post_init__", None)
     if parent_post_init is not None:
         parent_post_init(self)
-    for name in modes.POLICY_LOSS_FIELDS:
-        modes.validate_positive(f"{modes.POLICY_LOSS_KEY}.{name}", getattr(self, name))
+    for name, setting in modes.POLICY_LOSS_FIELDS.items():
+        setting.validate(getattr(self, name))
 
     from verl_drpo.plugin import require_registered  # importing the plugin registers the losses
 

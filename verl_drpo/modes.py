@@ -25,21 +25,54 @@ POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
 ACTOR_KEY = "actor_rollout_ref.actor"
 
 
+# The smallest threshold a mode accepts: below it the trust region is narrower than float32's resolution of
+# pi - mu and r - 1 (about 1.2e-7 relative), so what it bounds is round-off, and the quadratic penalties
+# |A| mu (r - 1)^2 / (2 delta) come within reach of float32's overflow inside verl's log-ratio clamp.
+SMALLEST_THRESHOLD = 1e-6
+_TOO_SMALL = "a smaller threshold bounds float32 round-off, not the policy, and its penalty can overflow"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One hyper-parameter of a mode, with its default, the recipe variable that sets it and where the value comes
     from. ``field`` is a field of ``DRPOPolicyLossConfig`` (``where="policy_loss"``) or of verl's ``ActorConfig``
-    (``where="actor"``, verl's own modes read their thresholds from there)."""
+    (``where="actor"``, verl's own modes read their thresholds from there). Valid values are finite numbers
+    >= ``minimum`` (> ``minimum`` when not ``inclusive``); ``why_minimum`` says why."""
 
     field: str
     default: float
     env: str
     help: str
     where: str = "policy_loss"
+    minimum: float = SMALLEST_THRESHOLD
+    inclusive: bool = True
+    why_minimum: str = _TOO_SMALL
+
+    @property
+    def key(self) -> str:
+        return f"{POLICY_LOSS_KEY if self.where == 'policy_loss' else ACTOR_KEY}.{self.field}"
+
+    def problem(self, value) -> str | None:
+        """Why ``value`` is not valid for this setting (the start of a sentence after the name), or None."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number, got {value!r} ({type(value).__name__})"
+        bound = f">= {self.minimum:g}" if self.inclusive else f"> {self.minimum:g}"
+        ok = value >= self.minimum if self.inclusive else value > self.minimum
+        if not math.isfinite(value) or not ok:
+            return f"must be a finite number {bound} ({self.why_minimum}), got {value:g}"
+        return None
+
+    def validate(self, value, name: str | None = None) -> float:
+        """``value`` as a float; TypeError/ValueError naming the setting (or ``name``) otherwise."""
+        problem = self.problem(value)
+        if problem:
+            error = TypeError if problem.startswith("must be a number") else ValueError
+            raise error(f"{name or self.key} {problem}")
+        return float(value)
 
     def value(self, environ=None) -> str:
-        """The value as the recipes pass it: the recipe variable if set and non-empty, else the default. A value that
-        is not a finite number > 0 raises a ValueError naming the variable (before Hydra or verl sees it)."""
+        """The value as the recipes pass it: the recipe variable if set and non-empty, else the default. A bad value
+        raises a ValueError naming the variable (before Hydra or verl sees it)."""
         raw = (os.environ if environ is None else environ).get(self.env, "").strip()
         if not raw:
             return repr(float(self.default))
@@ -47,9 +80,9 @@ class Setting:
             number = float(raw)
         except ValueError:
             number = math.nan
-        if not math.isfinite(number) or number <= 0:
-            key = f"{POLICY_LOSS_KEY if self.where == 'policy_loss' else ACTOR_KEY}.{self.field}"
-            raise ValueError(f"{self.env}={raw}: must be a finite number > 0 (it sets {key})")
+        problem = self.problem(number)
+        if problem:
+            raise ValueError(f"{self.env}={raw}: {problem.split(', got')[0]} (it sets {self.key})")
         return raw
 
 
@@ -121,9 +154,10 @@ DECOUPLED_OVERRIDES: tuple[str, ...] = (
     "algorithm.rollout_correction.rollout_is_batch_normalize=False",
 )
 
+_DUAL_CLIP = dict(minimum=1.0, inclusive=False, why_minimum="verl asserts clip_ratio_c > 1.0")
 _DPPO_C = Setting("clip_ratio_c", 10000.0, "DPPO_CLIP_RATIO_C",
                   "ratio truncation lifted (verl's default 3.0 would truncate the IS ratio), as verl's DPPO example",
-                  where="actor")
+                  where="actor", **_DUAL_CLIP)
 
 MODES: dict[str, LossMode] = {
     m.name: m
@@ -151,7 +185,8 @@ MODES: dict[str, LossMode] = {
                  False,
                  actor=(Setting("clip_ratio_low", 0.2, "CLIP_RATIO_LOW", "eps_low", where="actor"),
                         Setting("clip_ratio_high", 0.28, "CLIP_RATIO_HIGH", "eps_high (clip-higher)", where="actor"),
-                        Setting("clip_ratio_c", 3.0, "CLIP_RATIO_C", "verl's dual-clip c", where="actor"))),
+                        Setting("clip_ratio_c", 3.0, "CLIP_RATIO_C", "verl's dual-clip c", where="actor",
+                                **_DUAL_CLIP))),
     )
 }
 
@@ -197,13 +232,3 @@ def uses_decoupled_inputs(name: str) -> bool:
     names not in the table (other verl losses)."""
     name = ALIASES.get(name, name)
     return name in MODES and MODES[name].verl_inputs == "decoupled"
-
-
-def validate_positive(name: str, value) -> float:
-    """Return `value` as a float if it is a finite number > 0; raise a TypeError/ValueError naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value

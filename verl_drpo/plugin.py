@@ -174,7 +174,7 @@ def hyperparameters(loss_mode: str, config: Any) -> SimpleNamespace:
         value = policy_loss.get(name, None) if policy_loss is not None else None
         if value is None:
             value = modes.POLICY_LOSS_FIELDS[name].default
-        values[name] = modes.validate_positive(f"policy_loss.{name}", value)
+        values[name] = modes.POLICY_LOSS_FIELDS[name].validate(value, f"policy_loss.{name}")
     return SimpleNamespace(**values)
 
 

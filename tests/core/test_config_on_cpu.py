@@ -58,10 +58,11 @@ def test_hook_composes_validates_and_converts_like_verl_does():
 @pytest.mark.parametrize(
     "override,error,match",
     [
-        (f"+{PL}.drpo_delta=0", ValueError, "drpo_delta must be a finite number > 0, got 0.0"),
-        (f"+{PL}.drpo_delta=-1.5", ValueError, "drpo_delta must be a finite number > 0"),
-        (f"+{PL}.drpo_delta=nan", ValueError, "drpo_delta must be a finite number > 0, got nan"),
-        (f"+{PL}.spo_epsilon=inf", ValueError, "spo_epsilon must be a finite number > 0, got inf"),
+        (f"+{PL}.drpo_delta=0", ValueError, "drpo_delta must be a finite number >= 1e-06"),
+        (f"+{PL}.drpo_delta=-1.5", ValueError, "drpo_delta must be a finite number >= 1e-06"),
+        (f"+{PL}.drpo_delta=nan", ValueError, "drpo_delta must be a finite number >= 1e-06"),
+        (f"+{PL}.spo_epsilon=inf", ValueError, "spo_epsilon must be a finite number >= 1e-06"),
+        (f"+{PL}.drpo_delta=1e-300", ValueError, "drpo_delta must be a finite number >= 1e-06"),
         (f"+{PL}.drpo_delta=twelve", TypeError, "drpo_delta must be a number, got 'twelve'"),
         (f"+{PL}.mask_drpo_tv_delta=true", TypeError, "mask_drpo_tv_delta must be a number, got True"),
         (f"{PL}.loss_mode=dpro", ValueError, "loss_mode='dpro' is not a registered policy loss"),

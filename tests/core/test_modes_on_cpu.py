@@ -77,10 +77,11 @@ def test_recipe_overrides_come_from_the_table():
 
 
 @pytest.mark.parametrize("mode,env,raw", [("drpo", "DRPO_DELTA", "abc"), ("drpo", "DRPO_DELTA", "-1"),
-                                          ("dppo_tv", "DPPO_TV_DELTA", "nan"), ("vanilla", "CLIP_RATIO_HIGH", "0")])
+                                          ("drpo", "DRPO_DELTA", "1e-300"), ("dppo_tv", "DPPO_TV_DELTA", "nan"),
+                                          ("vanilla", "CLIP_RATIO_HIGH", "0"), ("vanilla", "CLIP_RATIO_C", "1")])
 def test_a_bad_recipe_variable_is_refused_by_name_not_passed_to_hydra(mode, env, raw):
     """Passed on, DRPO_DELTA=abc would end in a traceback from Hydra's instantiate on the driver."""
-    with pytest.raises(ValueError, match=rf"^{env}={raw}: must be a finite number > 0"):
+    with pytest.raises(ValueError, match=rf"^{env}={raw}: must be a finite number (>= 1e-06|> 1) \("):
         modes.recipe_overrides(mode, environ={env: raw})
 
 
@@ -109,12 +110,12 @@ def test_a_new_table_entry_reaches_the_config_the_recipes_and_the_docs(monkeypat
     cls = config.policy_loss_config_class(table)
     assert cls(loss_mode="drpo").drpo_adv_cap == 5.0 and cls(loss_mode="drpo", drpo_adv_cap=2.0).drpo_adv_cap == 2.0
     assert "drpo_adv_cap (float): cap on |A| in DRPO's penalty (illustration). Default 5.0." in cls.__doc__
-    with pytest.raises(ValueError, match="drpo_adv_cap must be a finite number > 0"):
+    with pytest.raises(ValueError, match="drpo_adv_cap must be a finite number >= 1e-06"):
         cls(loss_mode="drpo", drpo_adv_cap=0.0)
     # the recipes: the override, its variable, a bad value refused by name
     assert f"+{modes.POLICY_LOSS_KEY}.drpo_adv_cap=5.0" in modes.recipe_overrides("drpo", environ={})
     assert f"+{modes.POLICY_LOSS_KEY}.drpo_adv_cap=2" in modes.recipe_overrides("drpo", environ={"DRPO_ADV_CAP": "2"})
-    with pytest.raises(ValueError, match="^DRPO_ADV_CAP=abc: must be a finite number > 0"):
+    with pytest.raises(ValueError, match="^DRPO_ADV_CAP=abc: must be a finite number >= 1e-06"):
         modes.recipe_overrides("drpo", environ={"DRPO_ADV_CAP": "abc"})
     # the formula receives it by name
     p = plugin.hyperparameters("drpo", actor_config(policy_loss=cls(loss_mode="drpo", drpo_adv_cap=3.0)))
@@ -128,3 +129,24 @@ def test_the_docs_generated_tables_are_up_to_date():
     from verl_drpo import doc_tables
 
     assert doc_tables.stale() == [], "run: python -m verl_drpo docs --write"
+
+
+def test_the_smallest_accepted_threshold_keeps_every_loss_finite_at_verls_clamp():
+    """Why SMALLEST_THRESHOLD: at it, float32 losses stay finite for log-ratios at verl's +-20 clamp and large |A|
+    (DRPO_DELTA=1e-300 used to pass every check and overflow at the first update)."""
+    from verl_drpo.config import actor_config
+
+    delta = modes.SMALLEST_THRESHOLD
+    log_mu = torch.tensor([[-25.0, -0.1, -3.0, -1e-6]])
+    log_pi = torch.tensor([[-5.0, -22.0, -3.0 + 19.9, -1e-6]])
+    mask = torch.ones_like(log_mu, dtype=torch.bool)
+    for name in modes.OWN_MODES:
+        if modes.uses_decoupled_inputs(name):
+            continue
+        config = actor_config(name, drpo_delta=delta, spo_epsilon=delta, mask_drpo_tv_delta=delta)
+        for adv in (1e3, -1e3):
+            lp = log_pi.clone().requires_grad_()
+            loss, _ = plugin.REGISTERED[name](old_log_prob=log_mu, log_prob=lp, advantages=torch.full_like(lp, adv),
+                                              response_mask=mask, loss_agg_mode="token-mean", config=config)
+            loss.backward()
+            assert torch.isfinite(loss) and torch.isfinite(lp.grad).all(), (name, adv)
