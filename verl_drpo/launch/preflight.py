@@ -179,10 +179,28 @@ def _sync_step_problem(cfg):
     return None
 
 
+def _always(entry, mode):
+    return True
+
+
+def _logger_problem(cfg):
+    from verl.utils.tracking import Tracking  # verl's own list of backends
+
+    backends = select(cfg, "trainer.logger", [])
+    backends = [backends] if isinstance(backends, str) else list(backends)
+    unknown = [b for b in backends if b not in Tracking.supported_backend and b != "tracking"]
+    if unknown:
+        return (f"trainer.logger names {unknown}, which verl's Tracking does not know; choose from "
+                f"{', '.join(Tracking.supported_backend)}")
+    return None
+
+
 _ROLLOUTER = "experimental/fully_async_policy/fully_async_rollouter.py"
 _SEPARATE = "trainer/ppo/v1/trainer_separate_async.py"
 
 MIRRORED_CHECKS: tuple[MirroredCheck, ...] = (
+    MirroredCheck("utils/tracking.py", 'assert backend in self.supported_backend, f"{backend} is not supported"',
+                  _always, _logger_problem),
     MirroredCheck(_ROLLOUTER, "assert not self.hybrid_engine", _fully_async,
                   lambda c: "actor_rollout_ref.hybrid_engine must be False (trainer and rollouter are separate)"
                   if c.actor_rollout_ref.hybrid_engine else None),
