@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -227,6 +228,10 @@ def build_runtime_env(py_executable: str | None = None, runtime_env: str | None 
         if os.path.isfile(runtime_env):
             with open(runtime_env) as fh:
                 text = fh.read()
+        elif not runtime_env.lstrip().startswith(("{", "[")) and (
+                os.sep in runtime_env or runtime_env.endswith((".json", ".yaml", ".yml"))):
+            raise ValueError(f"--runtime-env {runtime_env}: no such file (give a JSON/YAML file or JSON text such "
+                             "as '{\"py_executable\": \"uv run\"}')")
         try:
             env = json.loads(text)
         except json.JSONDecodeError:
@@ -270,6 +275,10 @@ def check_worker_env(runtime_env: dict, cwd: str | None = None, timeout: float =
     cwd = cwd or os.getcwd()
     py_executable = runtime_env.get("py_executable")
     if py_executable:
+        command = shlex.split(py_executable)[0]
+        if shutil.which(command, path=probe_env(runtime_env.get("env_vars")).get("PATH")) is None:
+            raise CheckFailed(f"py_executable={py_executable!r}: no such command {command!r} (not an executable "
+                              "file, nor on PATH)")
         # Ray execs `<py_executable> default_worker.py ...` through a shell; a command that cannot even import ray
         # leaves the task pending forever, so try the command directly first, where its error can be read.
         start = subprocess.run(["bash", "-c", f'exec {py_executable} -c "import sys, ray; print(sys.executable)"'],
