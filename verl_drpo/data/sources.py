@@ -103,11 +103,12 @@ def positive_int(text: str) -> int:
     return value
 
 
-def check_split_sources(sources: dict[str, str | None], hint: str) -> None:
+def check_split_sources(sources: dict[str, str | None], hint: str, train_splits: tuple[str, ...] = ("train",)) -> None:
     """Refuse to read two splits from one file: ``{split: local path or None}``.
 
     A single file holds no split information, so reading it for train and for test would evaluate on the training
-    data without a word. A directory is fine (each split is looked up by its own file name)."""
+    data without a word, and reading it for two evaluation sets would report one set twice under two names. A
+    directory is fine (each split is looked up by its own file name)."""
     seen: dict[str, str] = {}
     for split, path in sources.items():
         if path is None:
@@ -116,6 +117,10 @@ def check_split_sources(sources: dict[str, str | None], hint: str) -> None:
         if not os.path.isfile(real):
             continue
         if real in seen:
+            if train_splits and (seen[real] in train_splits or split in train_splits):
+                why = "so evaluation would run on training data"
+            else:
+                why = "so one evaluation set would be reported twice, under two names"
             raise DataError(f"the {seen[real]} and {split} splits would both be read from the one file {path}, "
-                            f"so evaluation would run on training data: {hint}")
+                            f"{why}: {hint}")
         seen[real] = split
