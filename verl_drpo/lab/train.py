@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from verl_drpo.modes import uses_decoupled_inputs
+from verl_drpo.modes import LOG_RATIO_CLAMP, uses_decoupled_inputs
 
 from .design import METHODS, LabConfig, Method, Setting
 from .policy import Rollout, SnapshotQueue, build_model, generate, left_pad, response_log_probs, round_weights
@@ -146,7 +146,7 @@ def effective_weights(grad_log_pi: torch.Tensor, log_pi: torch.Tensor, mb: MiniB
     verl masks or clips has w = 0.
     """
     adv = mb.advantages.to(log_pi.dtype)
-    ratio = (log_pi - mu_log_probs.to(log_pi.dtype)).clamp(-20, 20).exp()
+    ratio = (log_pi - mu_log_probs.to(log_pi.dtype)).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp()
     sel = mb.response_mask.bool() & (adv != 0)
     bs = mb.response_mask.shape[0]
     return (grad_log_pi[sel] * bs * horizon / (-adv[sel] * ratio[sel])).detach()
@@ -264,7 +264,7 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
             log_pi = seq_lp.detach()[:, p - 1 : -1]
             with torch.no_grad():
                 log_ratio = (log_pi - part.rollout_log_probs.to(log_pi.dtype))[part.response_mask.bool()]
-                ratio_max = max(ratio_max, log_ratio.clamp(-20, 20).exp().max().item())
+                ratio_max = max(ratio_max, log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp().max().item())
             w = effective_weights(seq_lp.grad[:, p - 1 : -1], log_pi, mb, horizon, part.rollout_log_probs)
             if w.numel():
                 per_update["w_mean"].append(w.mean().item())
