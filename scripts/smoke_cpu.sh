@@ -41,7 +41,7 @@ SMOKE_DIR=${SMOKE_DIR:-$ROOT/outputs/cpu_smoke}
 RECIPE=${RECIPE:-recipe/drpo/run_drpo_gsm8k.sh}
 REUSE_RAY=${REUSE_RAY:-1}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
-ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv"
+ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv separate_async fully_async"
 MODES=("$@")
 (( ${#MODES[@]} )) || MODES=(sync2 resume colocate_async colocate_async2 vanilla)
 for m in "${MODES[@]}"; do
@@ -58,6 +58,10 @@ fi
 
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=1
+# verl 0.9.1's separate_async with hybrid_engine=False (the recipe's setting) calls logger.info(..., flush=True) in
+# trainer_separate_async.py _setup, a TypeError whenever that logger is at INFO, its default: every process the
+# trainer runs in must have VERL_LOGGING_LEVEL at WARN or above (the Ray head started below inherits it).
+export VERL_LOGGING_LEVEL=${VERL_LOGGING_LEVEL:-WARN}
 export VERL_FILE_LOGGER_ROOT=$SMOKE_DIR/metrics
 mkdir -p "$SMOKE_DIR/logs"
 t0=$SECONDS
@@ -78,7 +82,11 @@ log "checking the plugin: $PYTHON -m verl_drpo doctor --quick"
 export SKIP_DOCTOR=1
 
 MAX_RANKS=1
-for m in "${MODES[@]}"; do [[ $m == sync2 || $m == resume ]] && MAX_RANKS=2; done
+for m in "${MODES[@]}"; do
+  [[ $m == sync2 || $m == resume ]] && (( MAX_RANKS < 2 )) && MAX_RANKS=2
+  # the disaggregated modes: 2 trainer ranks + 1 rollout "device" for the standalone vLLM replica
+  [[ $m == separate_async || $m == fully_async ]] && MAX_RANKS=3
+done
 
 RAY_PID= ray_tmp=
 cleanup() {
@@ -154,6 +162,7 @@ metrics_of() { echo "$VERL_FILE_LOGGER_ROOT/$PROJECT_NAME/$1.jsonl"; }
 declare -A RESULT
 run_mode() {
   local mode=$1 loss=drpo trainer_mode=sync ranks=1 temperature=1.0 steps=2 staleness= delta=
+  local -a env_extra=()
   local -a extra=(trainer.resume_mode=disable actor_rollout_ref.actor.use_torch_compile=False) check=()
   case "$mode" in
     sync)            check=(--max-anchor-gap 1e-4 --ragged) ;;
@@ -169,11 +178,22 @@ run_mode() {
     colocate_async2) trainer_mode=colocate_async steps=3 staleness=2 ;;
     prox)            loss=drpo_prox trainer_mode=colocate_async steps=2 staleness=1 delta=0.01 ;;
     dppo_tv)         loss=dppo_tv ;;
+    separate_async|fully_async)
+                     # 2 trainer ranks + 1 standalone vLLM replica on its own "device", weights moved by the CPU
+                     # checkpoint engine (verl_drpo.cpu.checkpoint_engine); 2 mini-batches per weight sync
+                     # (parameter_sync_step = TRAIN_BATCH_SIZE / PPO_MINI_BATCH_SIZE = 2); the dropless strategy.
+                     trainer_mode=$mode ranks=3 steps=3
+                     env_extra=(ROLLOUT_GPUS_PER_NODE=1 CHECKPOINT_BACKEND=cpu_gloo PPO_MINI_BATCH_SIZE=4
+                                PPO_MICRO_BATCH_SIZE_PER_GPU=2 STALENESS_STRATEGY=${SMOKE_STALENESS_STRATEGY:-wait})
+                     extra+=(actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes=16)
+                     staleness=1
+                     check=(--max-evicted 0)
+                     [[ $mode == separate_async ]] && check+=(--staleness 1 --min-stale-gap 1e-4) ;;
     vanilla)         loss=vanilla temperature=0.7
                      extra+=(algorithm.rollout_correction.bypass_mode=False)
                      check=(--max-rollout-probs-diff 1e-4) ;;
   esac
-  if [[ -n "$staleness" ]]; then
+  if [[ -n "$staleness" && $trainer_mode == colocate_async ]]; then
     # The recipe maps STALENESS=K to the prefetch depth (num_warmup_batches=K) and the drop cap
     # (max_off_policy_threshold=K+1); the check reads the lag verl measured on the data.
     check=(--staleness "$staleness" --min-stale-gap 1e-4)
@@ -184,7 +204,7 @@ run_mode() {
   rm -f "$(metrics_of "$mode")"
   log "run $mode: LOSS_MODE=$loss TRAINER_MODE=$trainer_mode ranks=$ranks steps=$steps STALENESS=${staleness:-} (log: $out)"
   local rc=0
-  LOSS_MODE=$loss TRAINER_MODE=$trainer_mode N_GPUS_PER_NODE=$ranks EXPERIMENT_NAME=$mode TEMPERATURE=$temperature \
+  env "${env_extra[@]}" LOSS_MODE=$loss TRAINER_MODE=$trainer_mode N_GPUS_PER_NODE=$ranks EXPERIMENT_NAME=$mode TEMPERATURE=$temperature \
     TOTAL_TRAINING_STEPS=$steps STALENESS=$staleness DRPO_DELTA=$delta \
     timeout "$SMOKE_TIMEOUT" bash "$RECIPE" "${CPU_OVERRIDES[@]}" "${extra[@]}" > "$out" 2>&1 || rc=$?
   if (( rc != 0 )); then

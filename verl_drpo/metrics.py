@@ -47,6 +47,7 @@ RESPONSE_LENGTH_MIN, RESPONSE_LENGTH_MAX = "response_length/min", "response_leng
 PROMPT_LENGTH = ("prompt_length/mean", "prompt_length/max", "prompt_length/min")
 ROLLOUT_PROBS_DIFF = "training/rollout_probs_diff_mean"  # recomputed old log-probs vs the rollout's (decoupled mode)
 STALENESS = "training/off_policy/trajectory_staleness/"  # + min / mean / max: per-sample policy-version lag
+EVICTED = "training/off_policy/evicted_samples"  # groups' samples the replay buffer dropped as too stale, per step
 STEP_TIME = "timing_s/step"
 VALIDATION = "val-core/*/mean@*"  # a pattern: validation accuracy per data source
 

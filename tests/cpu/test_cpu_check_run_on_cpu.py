@@ -103,3 +103,15 @@ def test_max_weight_deviation_tells_a_prox_centred_weight_from_a_mu_centred_one(
     assert any("weight_min/max missing" in e for e in check({1: _step()}, 1, "drpo_prox", max_weight_deviation=1e-2))
     p = _write(tmp_path, {1: _step(**stale)})
     assert main([str(p), "--steps", "1", "--loss-mode", "drpo_prox", "--max-weight-deviation", "1e-2"]) == 0
+
+
+def test_max_evicted_counts_verl_evictions_over_the_run(tmp_path):
+    evicted = "training/off_policy/evicted_samples"
+    steps = {1: _step(), 2: _step(), 3: _step()}  # verl logs the key only at steps that evicted
+    assert check(steps, 3, "drpo", max_evicted=0) == []
+    steps[2] = _step(**{evicted: 8})
+    errors = check(steps, 3, "drpo", max_evicted=0)
+    assert len(errors) == 1 and "8 samples evicted" in errors[0] and "{2: 8.0}" in errors[0]
+    assert check(steps, 3, "drpo", max_evicted=8) == []
+    p = _write(tmp_path, steps)
+    assert main([str(p), "--steps", "3", "--loss-mode", "drpo", "--max-evicted", "0"]) == 1
