@@ -41,7 +41,7 @@ SMOKE_DIR=${SMOKE_DIR:-$ROOT/outputs/cpu_smoke}
 RECIPE=${RECIPE:-recipe/drpo/run_drpo_gsm8k.sh}
 REUSE_RAY=${REUSE_RAY:-1}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
-ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv separate_async fully_async"
+ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv separate_async separate_async0 fully_async"
 MODES=("$@")
 (( ${#MODES[@]} )) || MODES=(sync2 resume colocate_async colocate_async2 vanilla)
 for m in "${MODES[@]}"; do
@@ -85,8 +85,13 @@ MAX_RANKS=1
 for m in "${MODES[@]}"; do
   [[ $m == sync2 || $m == resume ]] && (( MAX_RANKS < 2 )) && MAX_RANKS=2
   # the disaggregated modes: 2 trainer ranks + 1 rollout "device" for the standalone vLLM replica
-  [[ $m == separate_async || $m == fully_async ]] && MAX_RANKS=3
+  [[ $m == separate_async* || $m == fully_async ]] && MAX_RANKS=3
 done
+# Ray CPUs to declare (oversubscribed on purpose: verl's helper actors each reserve some). fully_async places its
+# trainer pool (3 CPUs per rank) after its rollouter, message queue and TransferQueue actors have taken theirs: with
+# 16 its placement group stays pending for ever.
+RAY_CPUS=16
+[[ " ${MODES[*]} " == *" fully_async "* ]] && RAY_CPUS=32
 
 RAY_PID= ray_tmp=
 cleanup() {
@@ -105,8 +110,8 @@ if [[ "$REUSE_RAY" == 1 ]]; then
   # Ray instance on this machine; "GPU" resources are the CPU platform's worker slots (one per rank).
   port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   ray_tmp=$(mktemp -d /tmp/vdrpo_ray.XXXXXX)
-  log "starting a Ray head on 127.0.0.1:$port (num_cpus=16, num_gpus=$MAX_RANKS)"
-  "$(dirname "$PYTHON")/ray" start --head --block --node-ip-address=127.0.0.1 --port="$port" --num-cpus=16 \
+  log "starting a Ray head on 127.0.0.1:$port (num_cpus=$RAY_CPUS, num_gpus=$MAX_RANKS)"
+  "$(dirname "$PYTHON")/ray" start --head --block --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$RAY_CPUS" \
     --num-gpus="$MAX_RANKS" --include-dashboard=false --disable-usage-stats --temp-dir="$ray_tmp" \
     > "$SMOKE_DIR/logs/ray_head.log" 2>&1 &
   RAY_PID=$!
@@ -153,7 +158,7 @@ cpu_overrides() {
     "hydra.run.dir=$SMOKE_DIR/hydra/$exp"   # Hydra's run folder (verl's main_ppo log), not ./outputs
   )
   if [[ -z "${RAY_ADDRESS:-}" ]]; then
-    CPU_OVERRIDES+=(+ray_kwargs.ray_init.num_cpus=16 "+ray_kwargs.ray_init.num_gpus=${ranks}")
+    CPU_OVERRIDES+=("+ray_kwargs.ray_init.num_cpus=$RAY_CPUS" "+ray_kwargs.ray_init.num_gpus=${ranks}")
   fi
 }
 
@@ -178,17 +183,26 @@ run_mode() {
     colocate_async2) trainer_mode=colocate_async steps=3 staleness=2 ;;
     prox)            loss=drpo_prox trainer_mode=colocate_async steps=2 staleness=1 delta=0.01 ;;
     dppo_tv)         loss=dppo_tv ;;
-    separate_async|fully_async)
+    separate_async|separate_async0|fully_async)
                      # 2 trainer ranks + 1 standalone vLLM replica on its own "device", weights moved by the CPU
                      # checkpoint engine (verl_drpo.cpu.checkpoint_engine); 2 mini-batches per weight sync
                      # (parameter_sync_step = TRAIN_BATCH_SIZE / PPO_MINI_BATCH_SIZE = 2); the dropless strategy.
-                     trainer_mode=$mode ranks=3 steps=3
+                     ranks=3 steps=3
                      env_extra=(ROLLOUT_GPUS_PER_NODE=1 CHECKPOINT_BACKEND=cpu_gloo PPO_MINI_BATCH_SIZE=4
                                 PPO_MICRO_BATCH_SIZE_PER_GPU=2 STALENESS_STRATEGY=${SMOKE_STALENESS_STRATEGY:-wait})
                      extra+=(actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes=16)
-                     staleness=1
+                     trainer_mode=${mode%0} staleness=1
                      check=(--max-evicted 0)
-                     [[ $mode == separate_async ]] && check+=(--staleness 1 --min-stale-gap 1e-4) ;;
+                     [[ $mode == separate_async ]] && check+=(--staleness 1 --min-stale-gap 1e-4)
+                     if [[ $mode == separate_async0 ]]; then
+                       # The weight-sync check: STALENESS=0 (every batch generated under the weights of the last
+                       # sync) and verl's decoupled anchor, which recomputes old log-probs under those weights
+                       # (trainer_separate_async.py restores them for every mini-batch of the step): verl's
+                       # rollout_probs_diff is then round-off exactly when each sync delivered the trainer's weights.
+                       loss=vanilla staleness=0
+                       extra+=(algorithm.rollout_correction.bypass_mode=False)
+                       check=(--max-evicted 0 --staleness 0 --max-rollout-probs-diff 1e-4)
+                     fi ;;
     vanilla)         loss=vanilla temperature=0.7
                      extra+=(algorithm.rollout_correction.bypass_mode=False)
                      check=(--max-rollout-probs-diff 1e-4) ;;

@@ -47,6 +47,10 @@ RESPONSE_LENGTH_MIN, RESPONSE_LENGTH_MAX = "response_length/min", "response_leng
 PROMPT_LENGTH = ("prompt_length/mean", "prompt_length/max", "prompt_length/min")
 ROLLOUT_PROBS_DIFF = "training/rollout_probs_diff_mean"  # recomputed old log-probs vs the rollout's (decoupled mode)
 STALENESS = "training/off_policy/trajectory_staleness/"  # + min / mean / max: per-sample policy-version lag
+# + min / mean / max: the lag of a trajectory's oldest token (partial rollout spreads one over several versions)
+STALENESS_WORST = "training/off_policy/trajectory_staleness_worst/"
+FULLY_ASYNC_DROPPED = "fully_async/count/dropped_stale_samples"  # fully_async: samples dropped as stale, cumulative
+FULLY_ASYNC_STALE = "fully_async/count/stale_trajectory_processed"  # fully_async: trained with lag >= 1, cumulative
 EVICTED = "training/off_policy/evicted_samples"  # groups' samples the replay buffer dropped as too stale, per step
 STEP_TIME = "timing_s/step"
 VALIDATION = "val-core/*/mean@*"  # a pattern: validation accuracy per data source

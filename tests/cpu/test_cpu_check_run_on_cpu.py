@@ -115,3 +115,20 @@ def test_max_evicted_counts_verl_evictions_over_the_run(tmp_path):
     assert check(steps, 3, "drpo", max_evicted=8) == []
     p = _write(tmp_path, steps)
     assert main([str(p), "--steps", "3", "--loss-mode", "drpo", "--max-evicted", "0"]) == 1
+
+
+def test_max_lag_bounds_the_worst_token_lag_at_every_step():
+    worst = "training/off_policy/trajectory_staleness_worst/max"
+    steps = {1: _step(**{worst: 0}), 2: _step(**{worst: 1}), 3: _step(**{worst: 1})}
+    assert check(steps, 3, "drpo", max_lag=1) == []
+    steps[3] = _step(**{worst: 2})
+    assert any("lags 2 policy versions > 1" in e for e in check(steps, 3, "drpo", max_lag=1))
+    assert any("missing" in e for e in check({1: _step()}, 1, "drpo", max_lag=1))
+
+
+def test_fully_async_rollouter_step_0_is_not_a_training_step_and_its_drops_count():
+    rollouter_only = {"fully_async/rollouter/active_time": 50.0}
+    steps = {0: rollouter_only, 1: _step(), 2: _step()}
+    assert check(steps, 2, "drpo", max_evicted=0) == []
+    steps[2] = _step(**{"fully_async/count/dropped_stale_samples": 4.0})
+    assert any("fully_async dropped 4 stale samples" in e for e in check(steps, 2, "drpo", max_evicted=0))

@@ -27,8 +27,12 @@ Optional checks, each reading verl's (or the plugin's) own metrics:
   update sees pi = pi_prox, so its weight 1 - sign(A)(pi - pi_prox)/delta is 1 up to round-off, while a weight
   centred on mu would be off by |pi - mu|/delta on a stale step: with ``--min-stale-gap`` this shows the loss got
   pi_prox as the centre and recovered mu as the anchor.
+- ``--max-lag K``: no trained trajectory's oldest token lags more than K policy versions
+  (``training/off_policy/trajectory_staleness_worst/max`` <= K at every step): docs/recipes.md's bound for
+  ``STALENESS=K``, without ``--staleness``'s requirement that the last step's lag be exactly K.
 - ``--max-evicted E``: at most E samples evicted as too stale over the whole run (verl's
-  ``training/off_policy/evicted_samples``, logged only at steps that evicted; with
+  ``training/off_policy/evicted_samples``, logged only at steps that evicted, and fully_async's cumulative
+  ``fully_async/count/dropped_stale_samples``; with
   ``trainer.v1.sampler.max_off_policy_strategy=wait``, verl's dropless strategy, it must stay 0).
 - ``--ragged``: response lengths differ within a step (``response_length/min`` < ``response_length/max``).
 - ``--resumed-from OTHER.jsonl``: this run resumed from a checkpoint of OTHER; at each of its steps the data-side
@@ -68,13 +72,15 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
           max_rollout_probs_diff: float | None = None, staleness: int | None = None,
           min_stale_gap: float | None = None, ragged: bool = False, first_step: int = 1,
           resumed_from: dict[int, dict] | None = None, max_weight_deviation: float | None = None,
-          max_evicted: int | None = None) -> list[str]:
+          max_evicted: int | None = None, max_lag: int | None = None) -> list[str]:
     """Return the list of failed checks (empty: the run passes)."""
     errors: list[str] = []
     missing = [s for s in range(first_step, n_steps + 1) if s not in steps]
     if missing:
         errors.append(f"steps not logged (run incomplete): {missing}; logged: {sorted(steps)}")
     own_mode = loss_mode in REGISTERED_NAMES
+    # fully_async logs its rollouter's statistics for version 0 as step 0, before any training step: not checked
+    steps = {s: m for s, m in steps.items() if s >= first_step}
     for s in sorted(steps):
         m = steps[s]
         bad = [k for k, v in m.items() if _num(v) is not None and not math.isfinite(_num(v))]
@@ -121,11 +127,21 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
             lo, hi = _num(m.get(M.RESPONSE_LENGTH_MIN)), _num(m.get(M.RESPONSE_LENGTH_MAX))
             if lo is None or hi is None or not lo < hi:
                 errors.append(f"step {s}: response lengths not ragged (response_length min {lo}, max {hi})")
+    if max_lag is not None:
+        for s in sorted(steps):
+            worst = _num(steps[s].get(M.STALENESS_WORST + "max"))
+            if worst is None:
+                errors.append(f"step {s}: {M.STALENESS_WORST}max missing (verl logs it in its V1 async trainers)")
+            elif worst > max_lag:
+                errors.append(f"step {s}: a trajectory's oldest token lags {worst:g} policy versions > {max_lag}")
     if max_evicted is not None:
         evicted = {s: _num(m.get(M.EVICTED)) or 0.0 for s, m in steps.items()}
         if sum(evicted.values()) > max_evicted:
             errors.append(f"{sum(evicted.values()):g} samples evicted as too stale (> {max_evicted}), per step "
                           f"{ {s: v for s, v in sorted(evicted.items()) if v} }")
+        dropped = max((_num(m.get(M.FULLY_ASYNC_DROPPED)) or 0.0 for m in steps.values()), default=0.0)
+        if dropped > max_evicted:  # fully_async's own count, cumulative over the run
+            errors.append(f"fully_async dropped {dropped:g} stale samples (> {max_evicted})")
     if staleness is not None:
         errors += _check_staleness(steps, n_steps, staleness, min_stale_gap)
     if resumed_from is not None:
@@ -166,7 +182,9 @@ def _check_staleness(steps: dict[int, dict], n_steps: int, k: int, min_stale_gap
 
 
 SUMMARY_KEYS = (M.SCORE_MEAN, M.PG_LOSS, M.GRAD_NORM, M.WEIGHT_MIN, M.WEIGHT_MEAN, M.WEIGHT_MAX, ANCHOR_GAP,
-                ROLLOUT_PROBS_DIFF, STALENESS + "min", STALENESS + "mean", STALENESS + "max", M.EVICTED, M.RESPONSE_LENGTH_MEAN, M.STEP_TIME)
+                ROLLOUT_PROBS_DIFF, STALENESS + "min", STALENESS + "mean", STALENESS + "max",
+                M.STALENESS_WORST + "max", M.EVICTED, M.FULLY_ASYNC_STALE, M.FULLY_ASYNC_DROPPED,
+                M.RESPONSE_LENGTH_MEAN, M.STEP_TIME)
 
 
 def summary(steps: dict[int, dict]) -> str:
@@ -191,6 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--min-stale-gap", type=float, default=None)
     ap.add_argument("--max-weight-deviation", type=float, default=None)
     ap.add_argument("--max-evicted", type=int, default=None)
+    ap.add_argument("--max-lag", type=int, default=None)
     ap.add_argument("--ragged", action="store_true")
     ap.add_argument("--resumed-from", default=None, help="the metrics file of the run whose checkpoint this resumed")
     args = ap.parse_args(argv)
@@ -223,7 +242,8 @@ def main(argv=None) -> int:
                    max_rollout_probs_diff=args.max_rollout_probs_diff, staleness=args.staleness,
                    min_stale_gap=args.min_stale_gap, ragged=args.ragged, first_step=args.first_step,
                    resumed_from=logs[Path(args.resumed_from)].steps() if args.resumed_from else None,
-                   max_weight_deviation=args.max_weight_deviation, max_evicted=args.max_evicted)
+                   max_weight_deviation=args.max_weight_deviation, max_evicted=args.max_evicted,
+                   max_lag=args.max_lag)
     if errors:
         print("[check_run] FAIL:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
