@@ -25,7 +25,16 @@
 #                    pi_prox = pi: a mu-centred weight would be off by |pi - mu|/delta, ~3 at the measured gap)
 #   sync             (extra) sync2 on 1 rank, 2 steps
 #   dppo_tv          (extra) LOSS_MODE=dppo_tv (verl's loss): no DRPO metric may appear
-# separate_async and fully_async do not run on a CPU (no CPU checkpoint engine in verl 0.9.1): docs/cpu-smoke.md.
+#   separate_async   (extra) verl's V1 separate_async: 2 trainer ranks + 1 standalone vLLM replica on its own "device",
+#                    weights synced by the plugin's CPU checkpoint engine (CHECKPOINT_BACKEND=cpu_gloo),
+#                    parameter_sync_step 2, STALENESS=1 with the dropless strategy (wait); checks the per-sample lag
+#                    (0, then exactly 1), no evicted sample, |pi - mu| measurably above round-off on stale steps
+#   separate_async0  (extra) the same with STALENESS=0 and one mini-batch per sync: |pi - mu| at round-off at every
+#                    step, i.e. every cpu_gloo sync delivered the trainer's weights
+#   fully_async      (extra) verl's fully_async (trigger_parameter_sync_step 2, staleness_threshold 1), cpu_gloo sync;
+#                    checks steps, finiteness, DRPO metrics, no sample dropped as stale
+#   longtail_wait    (extra) separate_async with long-tailed response lengths (tiny --long-tail, up to 256 tokens),
+#   longtail_drop    STALENESS=1, strategy wait / drop, 6 steps: lag <= 1; wait evicts nothing (issue 19 item 3)
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), SMOKE_DIR (work dir, default outputs/cpu_smoke),
 # RECIPE (recipe/drpo/run_drpo_gsm8k.sh), REUSE_RAY (1: one Ray head for all runs), SMOKE_TIMEOUT (s per run, 600).
@@ -41,7 +50,7 @@ SMOKE_DIR=${SMOKE_DIR:-$ROOT/outputs/cpu_smoke}
 RECIPE=${RECIPE:-recipe/drpo/run_drpo_gsm8k.sh}
 REUSE_RAY=${REUSE_RAY:-1}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
-ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv separate_async separate_async0 fully_async"
+ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv separate_async separate_async0 fully_async longtail_wait longtail_drop"
 MODES=("$@")
 (( ${#MODES[@]} )) || MODES=(sync2 resume colocate_async colocate_async2 vanilla)
 for m in "${MODES[@]}"; do
@@ -75,6 +84,10 @@ RECIPE=$recipe_copy/$(basename "$RECIPE")
 
 log "building the tiny model and data in $SMOKE_DIR/tiny"
 "$PYTHON" -m verl_drpo.cpu.tiny --out "$SMOKE_DIR/tiny"
+if [[ " ${MODES[*]} " == *" longtail_"* ]]; then
+  log "building the long-tailed tiny model in $SMOKE_DIR/tiny_longtail"
+  "$PYTHON" -m verl_drpo.cpu.tiny --out "$SMOKE_DIR/tiny_longtail" --long-tail
+fi
 
 # The recipe's plugin check (verl_drpo doctor) once here instead of once per run (it costs ~10-25 s each time).
 log "checking the plugin: $PYTHON -m verl_drpo doctor --quick"
@@ -85,7 +98,7 @@ MAX_RANKS=1
 for m in "${MODES[@]}"; do
   [[ $m == sync2 || $m == resume ]] && (( MAX_RANKS < 2 )) && MAX_RANKS=2
   # the disaggregated modes: 2 trainer ranks + 1 rollout "device" for the standalone vLLM replica
-  [[ $m == separate_async* || $m == fully_async ]] && MAX_RANKS=3
+  [[ $m == separate_async* || $m == fully_async || $m == longtail_* ]] && MAX_RANKS=3
 done
 # Ray CPUs to declare (oversubscribed on purpose: verl's helper actors each reserve some). fully_async places its
 # trainer pool (3 CPUs per rank) after its rollouter, message queue and TransferQueue actors have taken theirs: with
@@ -195,14 +208,28 @@ run_mode() {
                      check=(--max-evicted 0)
                      [[ $mode == separate_async ]] && check+=(--staleness 1 --min-stale-gap 1e-4)
                      if [[ $mode == separate_async0 ]]; then
-                       # The weight-sync check: STALENESS=0 (every batch generated under the weights of the last
-                       # sync) and verl's decoupled anchor, which recomputes old log-probs under those weights
-                       # (trainer_separate_async.py restores them for every mini-batch of the step): verl's
-                       # rollout_probs_diff is then round-off exactly when each sync delivered the trainer's weights.
-                       loss=vanilla staleness=0
-                       extra+=(algorithm.rollout_correction.bypass_mode=False)
-                       check=(--max-evicted 0 --staleness 0 --max-rollout-probs-diff 1e-4)
+                       # The weight-sync check: STALENESS=0 (every batch is submitted, and generated, after the last
+                       # sync) and one mini-batch per sync (parameter_sync_step 1), so the update sees the weights
+                       # that sampled: |pi - mu| is round-off exactly when each cpu_gloo sync delivered the trainer's
+                       # weights to the standalone replica (a sync that moved nothing shows one step of staleness).
+                       staleness=0
+                       env_extra+=(PPO_MINI_BATCH_SIZE=8 PPO_MICRO_BATCH_SIZE_PER_GPU=4)
+                       check=(--max-evicted 0 --staleness 0 --max-anchor-gap 1e-4)
                      fi ;;
+    longtail_wait|longtail_drop)
+                     # Issue 19 item 3: separate_async with long-tailed response lengths (tiny.py --long-tail: most
+                     # responses a few tokens, some up to 256), STALENESS=1, under verl's dropless strategy (wait)
+                     # or its drop strategy; 6 steps. Both: no trajectory lags more than STALENESS (--max-lag);
+                     # wait: nothing evicted. The logged lag distribution and evictions are in docs/cpu-smoke.md.
+                     trainer_mode=separate_async ranks=3 steps=6 staleness=1
+                     env_extra=(ROLLOUT_GPUS_PER_NODE=1 CHECKPOINT_BACKEND=cpu_gloo PPO_MINI_BATCH_SIZE=4
+                                PPO_MICRO_BATCH_SIZE_PER_GPU=2 STALENESS_STRATEGY=${mode#longtail_}
+                                MAX_RESPONSE_LENGTH=256 MODEL_PATH=$SMOKE_DIR/tiny_longtail/model
+                                TRAIN_FILES=$SMOKE_DIR/tiny_longtail/train.parquet
+                                VAL_FILES=$SMOKE_DIR/tiny_longtail/val.parquet)
+                     extra+=(actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes=16)
+                     check=(--max-lag 1)
+                     [[ $mode == longtail_wait ]] && check+=(--max-evicted 0) ;;
     vanilla)         loss=vanilla temperature=0.7
                      extra+=(algorithm.rollout_correction.bypass_mode=False)
                      check=(--max-rollout-probs-diff 1e-4) ;;

@@ -35,6 +35,11 @@ PHRASINGS = ("What is {a} plus {b}?", "Add {a} and {b}.", "Please tell me: what 
              "{a} plus {b} is what?")
 # Responses start with 0-2 filler words, so that sampled response lengths vary (ragged micro-batches, as on GPU).
 FILLERS = ("", "so ", "so so ")
+# --long-tail: one warm-up response in LONG_TAIL_EVERY starts with LONG_TAIL_FILLERS "so " words instead, so that the
+# sampled lengths get a long tail (most responses a few tokens, a few up to the response limit), as reasoning
+# responses have on a GPU: the shape under which verl's asynchronous modes drop or wait for late groups.
+LONG_TAIL_EVERY = 8
+LONG_TAIL_FILLERS = (16, 160)
 
 
 def make_problems(n: int, seed: int) -> list[dict]:
@@ -78,7 +83,7 @@ def build_tokenizer(out_dir: Path, corpus: list[str]):
     return hf
 
 
-def build_model(out_dir: Path, rows: list[dict], seed: int = 0, steps: int = 300, log=print):
+def build_model(out_dir: Path, rows: list[dict], seed: int = 0, steps: int = 300, log=print, long_tail: bool = False):
     """Create the tiny Qwen2, warm it up on the answer format (random answers), save model + tokenizer."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -112,7 +117,10 @@ def build_model(out_dir: Path, rows: list[dict], seed: int = 0, steps: int = 300
         batch = [rng.choice(examples) for _ in range(32)]
         seqs, masks = [], []
         for p_ids in batch:
-            response = f"{rng.choice(FILLERS)}#### {rng.randint(0, MAX_ANSWER)}"
+            filler = rng.choice(FILLERS)
+            if long_tail and rng.randrange(LONG_TAIL_EVERY) == 0:
+                filler = "so " * rng.randint(*LONG_TAIL_FILLERS)
+            response = f"{filler}#### {rng.randint(0, MAX_ANSWER)}"
             r_ids = tokenizer.encode(response, add_special_tokens=False) + [eos]
             seqs.append(p_ids + r_ids)
             masks.append([0] * len(p_ids) + [1] * len(r_ids))
@@ -140,13 +148,15 @@ def build_model(out_dir: Path, rows: list[dict], seed: int = 0, steps: int = 300
 
 
 def build_all(out: str | os.PathLike, n_train: int = 64, n_val: int = 16, seed: int = 0, steps: int = 300,
-              log=print) -> dict:
+              log=print, long_tail: bool = False) -> dict:
     """Write ``out/model``, ``out/train.parquet`` and ``out/val.parquet``; return their paths. Idempotent: an
     existing complete directory (same arguments) is reused."""
     import pandas as pd
 
     out = Path(out)
     manifest = {"n_train": n_train, "n_val": n_val, "seed": seed, "steps": steps, "version": 3}
+    if long_tail:
+        manifest["long_tail"] = [LONG_TAIL_EVERY, *LONG_TAIL_FILLERS]
     paths = {"model": str(out / "model"), "train": str(out / "train.parquet"), "val": str(out / "val.parquet")}
     stamp = out / "manifest.json"
     if stamp.exists() and json.loads(stamp.read_text()) == manifest and all(Path(p).exists() for p in paths.values()):
@@ -155,7 +165,7 @@ def build_all(out: str | os.PathLike, n_train: int = 64, n_val: int = 16, seed: 
     (out / "model").mkdir(parents=True, exist_ok=True)
     train = make_problems(n_train, seed)
     val = make_problems(n_val, seed + 1)
-    build_model(out / "model", train, seed=seed, steps=steps, log=log)
+    build_model(out / "model", train, seed=seed, steps=steps, log=log, long_tail=long_tail)
     pd.DataFrame(train).to_parquet(paths["train"])
     pd.DataFrame(val).to_parquet(paths["val"])
     stamp.write_text(json.dumps(manifest))
@@ -170,8 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-val", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warmup-steps", type=int, default=150)
+    ap.add_argument("--long-tail", action="store_true", help="long-tailed response lengths (see LONG_TAIL_EVERY)")
     args = ap.parse_args(argv)
-    build_all(args.out, args.n_train, args.n_val, args.seed, args.warmup_steps)
+    build_all(args.out, args.n_train, args.n_val, args.seed, args.warmup_steps, long_tail=args.long_tail)
     return 0
 
 
