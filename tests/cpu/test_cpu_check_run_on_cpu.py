@@ -132,3 +132,15 @@ def test_fully_async_rollouter_step_0_is_not_a_training_step_and_its_drops_count
     assert check(steps, 2, "drpo", max_evicted=0) == []
     steps[2] = _step(**{"fully_async/count/dropped_stale_samples": 4.0})
     assert any("fully_async dropped 4 stale samples" in e for e in check(steps, 2, "drpo", max_evicted=0))
+
+
+def test_allow_flat_steps_tolerates_an_all_wrong_step_but_not_a_run_without_gradient():
+    flat = {"critic/advantages/max": 0.0, "critic/advantages/min": 0.0, "actor/grad_norm": 0.0}
+    steps = {1: _step(), 2: _step(**flat), 3: _step()}
+    assert any("advantages are zero" in e for e in check(steps, 3, "drpo"))
+    assert check(steps, 3, "drpo", allow_flat_steps=True) == []
+    all_flat = {s: _step(**flat) for s in (1, 2)}
+    assert any("no step had a gradient" in e for e in check(all_flat, 2, "drpo", allow_flat_steps=True))
+    # a zero gradient with non-zero advantages is still a failure
+    assert any("no gradient" in e for e in check({1: _step(**{"actor/grad_norm": 0.0})}, 1, "drpo",
+                                                 allow_flat_steps=True))

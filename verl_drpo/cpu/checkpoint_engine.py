@@ -1,4 +1,4 @@
-"""A CPU checkpoint engine for verl's disaggregated trainers (``separate_async``, ``fully_async``): backend ``cpu_gloo``.
+"""A CPU checkpoint engine for verl's disaggregated trainers (``separate_async``, ``fully_async``): ``cpu_gloo``.
 
 When the rollout runs on its own devices, verl moves the trainer's weights into the rollout replicas through a
 checkpoint engine looked up by name in ``CheckpointEngineRegistry`` (``verl/checkpoint_engine/base.py``), from
@@ -42,7 +42,12 @@ from typing import Any, AsyncGenerator, Generator, Iterable
 
 import torch
 
-from verl.checkpoint_engine.base import CheckpointEngine, CheckpointEngineRegistry, merge_weight_chunks, split_weight_chunks
+from verl.checkpoint_engine.base import (
+    CheckpointEngine,
+    CheckpointEngineRegistry,
+    merge_weight_chunks,
+    split_weight_chunks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +99,11 @@ class GlooCheckpointEngine(CheckpointEngine):
     def prepare(self) -> RendezvousAddress | None:
         if not self.is_master:
             return None
-        self._store = torch.distributed.TCPStore(
-            _host_address(), 0, is_master=True, wait_for_workers=False, timeout=self.timeout
-        )
-        return RendezvousAddress(host=_host_address(), port=int(self._store.port))
+        host = _host_address()
+        # port 0: the store picks a free port, handed to the other ranks through verl's build_topology
+        self._store = torch.distributed.TCPStore(host, 0, is_master=True, wait_for_workers=False,
+                                                 timeout=self.timeout)
+        return RendezvousAddress(host=host, port=int(self._store.port))
 
     @classmethod
     def build_topology(cls, actor_wg_world_size: int, rollout_world_size: int, metadata: list):

@@ -34,6 +34,9 @@ Optional checks, each reading verl's (or the plugin's) own metrics:
   ``training/off_policy/evicted_samples``, logged only at steps that evicted, and fully_async's cumulative
   ``fully_async/count/dropped_stale_samples``; with
   ``trainer.v1.sampler.max_off_policy_strategy=wait``, verl's dropless strategy, it must stay 0).
+- ``--allow-flat-steps``: a step whose every group got identical rewards (zero advantages, hence zero gradient) is
+  reported, not failed: for measurement runs whose model is rarely right (the long-tailed smoke model), where such
+  a step says nothing about the plumbing. At least one step must still have had a gradient.
 - ``--ragged``: response lengths differ within a step (``response_length/min`` < ``response_length/max``).
 - ``--resumed-from OTHER.jsonl``: this run resumed from a checkpoint of OTHER; at each of its steps the data-side
   metrics (``DATA_KEYS``: which prompts, how long) equal OTHER's at the same step. The sampled responses are not
@@ -72,7 +75,8 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
           max_rollout_probs_diff: float | None = None, staleness: int | None = None,
           min_stale_gap: float | None = None, ragged: bool = False, first_step: int = 1,
           resumed_from: dict[int, dict] | None = None, max_weight_deviation: float | None = None,
-          max_evicted: int | None = None, max_lag: int | None = None) -> list[str]:
+          max_evicted: int | None = None, max_lag: int | None = None,
+          allow_flat_steps: bool = False) -> list[str]:
     """Return the list of failed checks (empty: the run passes)."""
     errors: list[str] = []
     missing = [s for s in range(first_step, n_steps + 1) if s not in steps]
@@ -81,6 +85,7 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
     own_mode = loss_mode in REGISTERED_NAMES
     # fully_async logs its rollouter's statistics for version 0 as step 0, before any training step: not checked
     steps = {s: m for s, m in steps.items() if s >= first_step}
+    flat_steps: list[int] = []
     for s in sorted(steps):
         m = steps[s]
         bad = [k for k, v in m.items() if _num(v) is not None and not math.isfinite(_num(v))]
@@ -90,11 +95,15 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
             if key not in m:
                 errors.append(f"step {s}: metric {key} missing")
         gn = _num(m.get(M.GRAD_NORM))
-        if gn is not None and not gn > 0:
-            errors.append(f"step {s}: {M.GRAD_NORM} = {gn} (no gradient)")
         amax, amin = _num(m.get(M.ADVANTAGES_MAX)), _num(m.get(M.ADVANTAGES_MIN))
-        if amax is not None and amin is not None and amax == 0 and amin == 0:
-            errors.append(f"step {s}: all advantages are zero (rewards identical within every group)")
+        flat = amax is not None and amin is not None and amax == 0 and amin == 0
+        if allow_flat_steps and flat:
+            flat_steps.append(s)
+        else:
+            if gn is not None and not gn > 0:
+                errors.append(f"step {s}: {M.GRAD_NORM} = {gn} (no gradient)")
+            if flat:
+                errors.append(f"step {s}: all advantages are zero (rewards identical within every group)")
         drpo_keys = [k for k in m if k.startswith(DRPO_PREFIX)]
         if own_mode:
             for key in (M.WEIGHT_MEAN, ANCHOR_GAP, M.RATIO_MEAN):
@@ -127,6 +136,10 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
             lo, hi = _num(m.get(M.RESPONSE_LENGTH_MIN)), _num(m.get(M.RESPONSE_LENGTH_MAX))
             if lo is None or hi is None or not lo < hi:
                 errors.append(f"step {s}: response lengths not ragged (response_length min {lo}, max {hi})")
+    if flat_steps:
+        print(f"[check_run] note: steps {flat_steps} had identical rewards in every group (no gradient); allowed")
+        if len(flat_steps) == len(steps):
+            errors.append("no step had a gradient (every group's rewards identical at every step)")
     if max_lag is not None:
         for s in sorted(steps):
             worst = _num(steps[s].get(M.STALENESS_WORST + "max"))
@@ -210,6 +223,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-weight-deviation", type=float, default=None)
     ap.add_argument("--max-evicted", type=int, default=None)
     ap.add_argument("--max-lag", type=int, default=None)
+    ap.add_argument("--allow-flat-steps", action="store_true")
     ap.add_argument("--ragged", action="store_true")
     ap.add_argument("--resumed-from", default=None, help="the metrics file of the run whose checkpoint this resumed")
     args = ap.parse_args(argv)
@@ -243,7 +257,7 @@ def main(argv=None) -> int:
                    min_stale_gap=args.min_stale_gap, ragged=args.ragged, first_step=args.first_step,
                    resumed_from=logs[Path(args.resumed_from)].steps() if args.resumed_from else None,
                    max_weight_deviation=args.max_weight_deviation, max_evicted=args.max_evicted,
-                   max_lag=args.max_lag)
+                   max_lag=args.max_lag, allow_flat_steps=args.allow_flat_steps)
     if errors:
         print("[check_run] FAIL:\n  " + "\n  ".join(errors), file=sys.stderr)
         return 1
