@@ -13,6 +13,8 @@ import sysconfig
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses (lab CLI / fresh venvs): seconds each
+
 from verl_drpo import LOSS_MODES
 from verl_drpo.launch import doctor as worker_env
 from verl_drpo.__main__ import main

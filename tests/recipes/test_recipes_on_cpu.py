@@ -93,6 +93,7 @@ def composed(tmp_path, recipe="gsm8k", *args, **env):
 
 
 # ----------------------------------------------------------------------------------------- real subprocess runs
+@pytest.mark.slow  # fresh interpreter / subprocess
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_recipe_dry_run_end_to_end(tmp_path, recipe):
     """The unmodified script, DRY_RUN=1, real interpreter: exits 0, prints the resolved settings, writes only the
@@ -121,6 +122,7 @@ def test_recipe_dry_run_end_to_end(tmp_path, recipe):
     assert settings["logger"] == ["console", "file"]
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_misspelt_override_is_rejected(tmp_path):
     proc = subprocess.run(
         ["bash", RECIPES["gsm8k"], "actor_rollout_ref.actor.ppo_mini_bach_size=8"],
@@ -313,6 +315,7 @@ def test_drpo_prox_selects_verls_decoupled_mode_with_untruncated_token_weights(t
     assert not [w for w in report.warnings if "anchor" in w]
 
 
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_a_real_launch_of_drpo_prox_refuses_a_truncating_override_before_verl_starts(tmp_path):
     """The loss cannot see verl's rollout_correction section, so the recipe runs the dry run's checks first."""
     proc, calls = record_calls(tmp_path, "gsm8k", "trainer.total_training_steps=2", LOSS_MODE="drpo_prox",
@@ -463,6 +466,7 @@ def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- REWARD=math_verify
+@pytest.mark.slow  # fresh interpreter / subprocess
 def test_math_verify_reward_without_the_package_is_one_clear_line(tmp_path):
     proc = subprocess.run(["bash", RECIPES["dapo_qwen3_4b"]], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path, env=_env(tmp_path, PYTHON=sys.executable, REWARD="math_verify", DRY_RUN=1,
