@@ -159,8 +159,8 @@ drpo_trainer_mode() {
     colocate_async | separate_async)
       STALENESS=${STALENESS:-1}
       drpo_require_int STALENESS 0
-      STALENESS_STRATEGY=${STALENESS_STRATEGY:-drop}
-      drpo_require_choice STALENESS_STRATEGY drop wait
+      STALENESS_STRATEGY=${STALENESS_STRATEGY:-wait}
+      drpo_require_choice STALENESS_STRATEGY wait drop
       MODE_OVERRIDES+=("trainer.v1.trainer_mode=${TRAINER_MODE}"
                        "trainer.v1.${TRAINER_MODE}.num_warmup_batches=${STALENESS}"
                        "trainer.v1.sampler.max_off_policy_threshold=$(( STALENESS + 1 ))"
@@ -172,9 +172,19 @@ drpo_trainer_mode() {
                          "actor_rollout_ref.rollout.nnodes=${NNODES}"
                          "actor_rollout_ref.rollout.n_gpus_per_node=${rollout_gpus}"
                          "actor_rollout_ref.rollout.checkpoint_engine.backend=${CHECKPOINT_BACKEND:-nccl}")
+        # verl 0.9.1's trainer_separate_async.py (_setup, hybrid_engine=False) calls logger.info(..., flush=True),
+        # a TypeError at start whenever verl logs at INFO (its default): run its workers at WARN. Remove once verl
+        # drops that flush=True (tests/cpu/test_cpu_checkpoint_engine_on_cpu.py pins the line).
+        VERL_LOGGING_LEVEL=${VERL_LOGGING_LEVEL:-WARN}
+        [[ ${VERL_LOGGING_LEVEL^^} == INFO || ${VERL_LOGGING_LEVEL^^} == DEBUG ]] &&
+          drpo_fail "VERL_LOGGING_LEVEL=${VERL_LOGGING_LEVEL}: verl 0.9.1's separate_async trainer fails at start" \
+            "when it logs at INFO (logger.info(..., flush=True) in trainer_separate_async.py); use WARN"
+        export VERL_LOGGING_LEVEL
+        MODE_OVERRIDES+=("+ray_kwargs.ray_init.runtime_env.env_vars.VERL_LOGGING_LEVEL=${VERL_LOGGING_LEVEL}")
       fi
+      local fate="dropped"; [[ $STALENESS_STRATEGY == wait ]] && fate="waited for (dropless), never dropped"
       echo "[recipe] ${TRAINER_MODE} STALENESS=${STALENESS}: ${STALENESS} batch(es) prefetched, groups older than" \
-           "$(( STALENESS + 1 )) steps dropped: trained data at most ${STALENESS} policy version(s) behind" >&2 ;;
+           "$(( STALENESS + 1 )) steps ${fate}: trained data at most ${STALENESS} policy version(s) behind" >&2 ;;
     fully_async)
       STALENESS=${STALENESS:-0.5}
       [[ $STALENESS =~ ^0*\.?0*$ && $STALENESS =~ 0 ]] || ( drpo_require_number STALENESS 0 ) 2>/dev/null ||

@@ -29,7 +29,7 @@ LOSS_MODE=${LOSS_MODE:-drpo}                         # the table verl_drpo/modes
 DRPO_DELTA=${DRPO_DELTA:-}                           # empty: the paper's 12.5; < 1 makes the TV boundary reachable
 TRAINER_MODE=${TRAINER_MODE:-sync}                   # sync colocate_async separate_async fully_async
 STALENESS=${STALENESS:-}                             # V1 async: int k (empty: 1); fully_async: s >= 0 (empty: 0.5)
-STALENESS_STRATEGY=${STALENESS_STRATEGY:-drop}       # V1 async: drop stale groups, or wait for them
+STALENESS_STRATEGY=${STALENESS_STRATEGY:-wait}       # V1 async: wait for stale groups (dropless), or drop
 ROLLOUT_GPUS_PER_NODE=${ROLLOUT_GPUS_PER_NODE:-}     # separate/fully async rollout pool (empty: N_GPUS_PER_NODE/2)
 CHECKPOINT_BACKEND=${CHECKPOINT_BACKEND:-nccl}       # separate/fully async weight sync
 PARTIAL_ROLLOUT=${PARTIAL_ROLLOUT:-True}             # fully_async: resume interrupted samples after a sync

@@ -388,7 +388,13 @@ def test_staleness_sets_the_prefetch_depth_and_a_consistent_drop_cap(tmp_path, t
     v1 = cfg.trainer.v1
     assert v1[trainer_mode].num_warmup_batches == staleness
     assert v1.sampler.max_off_policy_threshold == staleness + 1
-    assert v1.sampler.max_off_policy_strategy == "drop"
+    assert v1.sampler.max_off_policy_strategy == "wait"  # dropless by default: nothing generated and thrown away
+
+
+@pytest.mark.parametrize("strategy", ["wait", "drop"])
+def test_the_staleness_strategy_is_dropless_unless_drop_is_asked_for(tmp_path, strategy):
+    cfg, _ = composed(tmp_path, TRAINER_MODE="colocate_async", STALENESS_STRATEGY=strategy)
+    assert cfg.trainer.v1.sampler.max_off_policy_strategy == strategy
 
 
 @pytest.mark.parametrize("staleness", ["0", "0.0", "0.5", "2"])
@@ -410,6 +416,17 @@ def test_separate_async_serves_rollout_from_the_standalone_pool_only(tmp_path):
     cfg, report = composed(tmp_path, TRAINER_MODE="separate_async", N_GPUS_PER_NODE=4, ROLLOUT_GPUS_PER_NODE=2)
     assert cfg.actor_rollout_ref.hybrid_engine is False
     assert report.settings["rollout_pool"] == "1x2" and report.settings["n_gpus_per_node"] == 2
+
+
+def test_separate_async_runs_verls_workers_at_warn_and_refuses_info(tmp_path):
+    """verl 0.9.1's separate_async _setup calls logger.info(..., flush=True) (a TypeError at INFO): the recipe runs
+    verl's workers at WARN, and an explicit INFO is one clear line, not a crash after the cluster started."""
+    entry, overrides = recorded_overrides(tmp_path, TRAINER_MODE="separate_async")
+    assert "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_LOGGING_LEVEL=WARN" in overrides
+    entry, overrides = recorded_overrides(tmp_path, TRAINER_MODE="sync")
+    assert not any("VERL_LOGGING_LEVEL" in o for o in overrides)
+    proc, _ = record_calls(tmp_path, "gsm8k", DRY_RUN=1, TRAINER_MODE="separate_async", VERL_LOGGING_LEVEL="INFO")
+    assert proc.returncode == 2 and "VERL_LOGGING_LEVEL=INFO" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_model_size_variable_selects_the_model(tmp_path):
