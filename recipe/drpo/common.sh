@@ -154,7 +154,9 @@ drpo_trainer_mode() {
       "N_GPUS_PER_NODE=${N_GPUS_PER_NODE} (${TRAINER_MODE} keeps the other GPUs for training)"
   fi
   case "$TRAINER_MODE" in
-    sync)
+    sync)  # on-policy: a STALENESS here would be silently ignored, so it is refused
+      [[ -z $STALENESS ]] || drpo_fail "STALENESS=${STALENESS}: TRAINER_MODE=sync trains on-policy and takes no" \
+        "STALENESS; unset it, or choose TRAINER_MODE=colocate_async, separate_async or fully_async"
       MODE_OVERRIDES+=(trainer.v1.trainer_mode=sync) ;;
     colocate_async | separate_async)
       STALENESS=${STALENESS:-1}

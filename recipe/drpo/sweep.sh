@@ -26,13 +26,27 @@ drpo_require_choice RECIPE gsm8k math dapo_qwen3_4b
 drpo_require_choice KEEP_GOING 0 1
 drpo_require_choice DRY_RUN 0 1
 drpo_require_choice SKIP_DOCTOR 0 1
+[[ -n ${SEEDS//[[:space:]]/} ]] || drpo_fail "SEEDS is empty: name at least one seed (a sweep of zero runs checks nothing)"
 for SEED in $SEEDS; do drpo_require_int SEED 0; done
-[[ -n ${LOSS_MODES// /} ]] || drpo_fail "LOSS_MODES is empty: name at least one loss mode"
+[[ -n ${LOSS_MODES//[[:space:]]/} ]] || drpo_fail "LOSS_MODES is empty: name at least one loss mode"
 SCRIPT="$(dirname "${BASH_SOURCE[0]}")/run_drpo_${RECIPE}.sh"
 
 drpo_doctor                                          # once for the whole sweep instead of once per run
 export PYTHON DRY_RUN SKIP_DOCTOR=1
 [[ $DRY_RUN == 1 ]] || mkdir -p "$LOG_DIR"
+
+if [[ $DRY_RUN != 1 ]]; then  # every run's configuration checked before the first starts, not hours into the sweep
+  for loss_mode in $LOSS_MODES; do
+    echo "=== sweep: checking ${loss_mode} before any run starts"
+    check_log=$(mktemp)
+    if ! env LOSS_MODE="$loss_mode" SEED="${SEEDS%% *}" DRY_RUN=1 DRY_RUN_JSON= bash "$SCRIPT" "$@" \
+         > /dev/null 2> "$check_log"; then
+      grep -v '^+' "$check_log" >&2; rm -f "$check_log"
+      drpo_fail "LOSS_MODE=${loss_mode}: its dry run failed (above); no run of the sweep was started"
+    fi
+    rm -f "$check_log"
+  done
+fi
 
 failed=()
 for loss_mode in $LOSS_MODES; do

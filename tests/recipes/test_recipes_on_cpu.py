@@ -367,7 +367,8 @@ def test_the_loss_horizon_is_the_maximum_response_length(tmp_path, recipe, horiz
 @pytest.mark.parametrize("recipe", ["gsm8k", "math"])
 @pytest.mark.parametrize("trainer_mode", TRAINER_MODES)
 def test_trainer_modes_validate(tmp_path, recipe, trainer_mode):
-    entry, overrides = recorded_overrides(tmp_path, recipe, TRAINER_MODE=trainer_mode, STALENESS=3)
+    staleness = {} if trainer_mode == "sync" else {"STALENESS": 3}  # sync refuses a STALENESS
+    entry, overrides = recorded_overrides(tmp_path, recipe, TRAINER_MODE=trainer_mode, **staleness)
     assert entry == ("fully_async" if trainer_mode == "fully_async" else "main_ppo")
     s = dry_run.run_dry(overrides, entry).settings
     assert s["trainer_mode"] == trainer_mode
@@ -583,7 +584,8 @@ def test_sweep_runs_every_loss_mode_and_seed_and_appends_to_its_logs(tmp_path):
                          RECIPE="math")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert calls[0] == ["-m", "verl_drpo", "doctor", "--quick"]  # once for the whole sweep
-    runs = calls[1:]
+    checks, runs = calls[1:3], calls[3:]  # every loss mode's dry run first, then the runs
+    assert [c[:2] for c in checks] == [["-m", "verl_drpo.dry_run"]] * 2
     assert len(runs) == 4 and all(c[:2] == ["-m", "verl.trainer.main_ppo"] for c in runs)
     seen = set()
     for call in runs:
@@ -612,6 +614,35 @@ def test_sweep_dry_run_writes_no_log(tmp_path):
     # and into a fresh root it creates nothing at all
     proc, _ = _sweep(tmp_path, DRY_RUN=1, LOSS_MODES="drpo", SEEDS="1", VERL_FILE_LOGGER_ROOT=tmp_path / "fresh")
     assert proc.returncode == 0 and not (tmp_path / "fresh").exists()
+
+
+def test_a_sweep_checks_every_run_before_the_first_starts(tmp_path):
+    """A typo in the last loss mode stops the sweep before the first (hours-long) run, not when it is reached."""
+    proc, calls = _sweep(tmp_path, LOSS_MODES="drpo typo", SEEDS="1 2")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert not any(c[:2] == ["-m", "verl.trainer.main_ppo"] for c in calls)
+    assert "LOSS_MODE=typo" in proc.stderr and "no run of the sweep was started" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("seeds", [" ", "   "])  # empty is the default list
+def test_a_sweep_of_no_seeds_is_refused_not_validated(tmp_path, seeds):
+    proc, calls = _sweep(tmp_path, DRY_RUN=1, SEEDS=seeds)
+    assert proc.returncode == 2 and "SEEDS is empty" in proc.stderr and "validated" not in proc.stdout
+
+
+@pytest.mark.parametrize("recipe", ["math", "dapo_qwen3_4b"])
+def test_model_size_is_refused_by_the_one_model_recipes(tmp_path, recipe):
+    proc, calls = record_calls(tmp_path, recipe, DRY_RUN=1, MODEL_SIZE="7B")
+    assert proc.returncode == 2 and calls == [] or not any("dry_run" in " ".join(c) for c in calls)
+    assert "MODEL_SIZE=7B" in proc.stderr and "MODEL_PATH" in proc.stderr
+
+
+@pytest.mark.parametrize("staleness", ["abc", "2"])
+def test_staleness_with_sync_is_refused_not_ignored(tmp_path, staleness):
+    proc, calls = record_calls(tmp_path, "gsm8k", DRY_RUN=1, TRAINER_MODE="sync", STALENESS=staleness)
+    assert proc.returncode == 2 and f"STALENESS={staleness}: TRAINER_MODE=sync" in proc.stderr
+    assert not any("dry_run" in " ".join(c) for c in calls)
 
 
 def test_sweep_bad_value_is_one_clear_line(tmp_path):
