@@ -84,6 +84,8 @@ drpo_check_variables() {
   drpo_require_int SEED 0
   drpo_require_int TEST_FREQ -1
   drpo_require_int SAVE_FREQ -1
+  [[ $SAVE_FREQ != 0 ]] || drpo_fail "SAVE_FREQ=0: say -1 for no checkpoints, or a period in steps"
+  drpo_require_int MAX_CKPT_TO_KEEP 1
   drpo_require_number LR 0
   drpo_require_number TEMPERATURE 0
   for name in USE_DYNAMIC_BSZ VAL_DO_SAMPLE; do drpo_require_choice "$name" True False; done

@@ -61,7 +61,8 @@ VAL_DO_SAMPLE=${VAL_DO_SAMPLE:-False}                # False: greedy validation
 VAL_TEMPERATURE=${VAL_TEMPERATURE:-}                 # empty: TEMPERATURE if VAL_DO_SAMPLE=True, else 0 (greedy)
 TOTAL_EPOCHS=${TOTAL_EPOCHS:-100}                    # an upper bound; TOTAL_TRAINING_STEPS stops the run
 TEST_FREQ=${TEST_FREQ:-10}
-SAVE_FREQ=${SAVE_FREQ:--1}
+SAVE_FREQ=${SAVE_FREQ:-50}                           # checkpoint every 50 steps and at the last; -1: none
+MAX_CKPT_TO_KEEP=${MAX_CKPT_TO_KEEP:-2}              # the newest checkpoints kept (older ones deleted)
 SEED=${SEED:-1}                                      # data order and rollout sampling
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-${MODEL_TAG}-${LOSS_MODE}-${TRAINER_MODE}-seed${SEED}}
 LOGGER=${LOGGER:-'["console","file"]'}               # + "tensorboard" or "wandb" (WANDB_MODE=offline works offline)
@@ -145,6 +146,7 @@ OVERRIDES=(
   "trainer.total_epochs=${TOTAL_EPOCHS}"
   "trainer.test_freq=${TEST_FREQ}"
   "trainer.save_freq=${SAVE_FREQ}"
+  "trainer.max_actor_ckpt_to_keep=${MAX_CKPT_TO_KEEP}"
   trainer.val_before_train=True
   "${MODE_OVERRIDES[@]}"
 )

@@ -430,6 +430,23 @@ def test_separate_async_runs_verls_workers_at_warn_and_refuses_info(tmp_path):
     assert proc.returncode == 2 and "VERL_LOGGING_LEVEL=INFO" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_checkpoints_are_on_by_default_bounded_and_off_only_when_asked(tmp_path, recipe):
+    """verl saves only when save_freq > 0 (then also at the last step): a day-long run must not end without weights."""
+    cfg, report = composed(tmp_path, recipe)
+    assert cfg.trainer.save_freq == 50 and cfg.trainer.max_actor_ckpt_to_keep == 2
+    assert report.settings["save_freq"] == 50 and report.settings["resume_mode"] == "auto"
+    cfg, _ = composed(tmp_path, recipe, SAVE_FREQ=-1, MAX_CKPT_TO_KEEP=5)
+    assert cfg.trainer.save_freq == -1 and cfg.trainer.max_actor_ckpt_to_keep == 5
+
+
+@pytest.mark.parametrize("env,message", [({"SAVE_FREQ": "0"}, "SAVE_FREQ=0: say -1 for no checkpoints"),
+                                         ({"MAX_CKPT_TO_KEEP": "0"}, "MAX_CKPT_TO_KEEP=0: must be an integer >= 1")])
+def test_a_checkpoint_setting_that_keeps_nothing_is_refused(tmp_path, env, message):
+    proc, _ = record_calls(tmp_path, "gsm8k", DRY_RUN=1, **env)
+    assert proc.returncode == 2 and message in proc.stderr
+
+
 def test_model_size_variable_selects_the_model(tmp_path):
     _, overrides = recorded_overrides(tmp_path, MODEL_SIZE="3B")
     assert "actor_rollout_ref.model.path=Qwen/Qwen2.5-3B-Instruct" in overrides

@@ -39,6 +39,8 @@ TRAINING: tuple[tuple[str, str], ...] = (
     ("n_gpus_per_node", "trainer.n_gpus_per_node"), ("nnodes", "trainer.nnodes"),
     ("total_training_steps", "trainer.total_training_steps"), ("project_name", "trainer.project_name"),
     ("experiment_name", "trainer.experiment_name"), ("logger", "trainer.logger"),
+    ("save_freq", "trainer.save_freq"), ("max_actor_ckpt_to_keep", "trainer.max_actor_ckpt_to_keep"),
+    ("checkpoint_dir", "trainer.default_local_dir"), ("resume_mode", "trainer.resume_mode"),
     ("external_modules_env", "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"),
 )
 FULLY_ASYNC: tuple[tuple[str, str], ...] = (
