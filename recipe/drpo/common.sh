@@ -154,6 +154,10 @@ drpo_trainer_mode() {
     rollout_gpus=$ROLLOUT_GPUS_PER_NODE
     (( rollout_gpus < N_GPUS_PER_NODE )) || drpo_fail "ROLLOUT_GPUS_PER_NODE=${rollout_gpus}: must be less than" \
       "N_GPUS_PER_NODE=${N_GPUS_PER_NODE} (${TRAINER_MODE} keeps the other GPUs for training)"
+    # verl builds rollout_gpus / ROLLOUT_TP replicas per node, rounded down: a remainder is GPUs left idle all run
+    (( rollout_gpus % ROLLOUT_TP == 0 )) || drpo_fail "ROLLOUT_GPUS_PER_NODE=${rollout_gpus} with ROLLOUT_TP=${ROLLOUT_TP}:" \
+      "verl builds $(( rollout_gpus / ROLLOUT_TP )) replica(s) of ${ROLLOUT_TP} GPUs and leaves" \
+      "$(( rollout_gpus % ROLLOUT_TP )) GPU(s) idle; use a multiple of ROLLOUT_TP"
   fi
   case "$TRAINER_MODE" in
     sync)  # on-policy: a STALENESS here would be silently ignored, so it is refused

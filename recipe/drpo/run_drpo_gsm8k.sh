@@ -99,7 +99,7 @@ OVERRIDES=(
   # token sum per sequence divided by a constant horizon, the maximum response length (unset, verl divides by each
   # micro-batch's own longest response, so a sequence's weight would depend on its neighbours)
   actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm
-  "actor_rollout_ref.actor.loss_scale_factor=${MAX_RESPONSE_LENGTH}"
+  "actor_rollout_ref.actor.loss_scale_factor=\${data.max_response_length}"  # one value: follows any override
   actor_rollout_ref.actor.use_kl_loss=False
   actor_rollout_ref.actor.entropy_coeff=0
   # entropy logged, not optimised: bypass mode skips the pass that logs actor/entropy; the update reports it as

@@ -196,6 +196,10 @@ BAD_VALUES = [
     ({"TRAINER_MODE": "fully_async", "STALENESS": "half"}, "STALENESS=half: must be a number >= 0"),
     ({"TRAINER_MODE": "colocate_async", "STALENESS_STRATEGY": "keep"}, "STALENESS_STRATEGY=keep: must be one of"),
     ({"TRAINER_MODE": "separate_async", "ROLLOUT_GPUS_PER_NODE": "8"}, "ROLLOUT_GPUS_PER_NODE=8: must be less than"),
+    ({"TRAINER_MODE": "separate_async", "ROLLOUT_GPUS_PER_NODE": "3", "ROLLOUT_TP": "2"},
+     "ROLLOUT_GPUS_PER_NODE=3 with ROLLOUT_TP=2: verl builds 1 replica(s) of 2 GPUs and leaves 1 GPU(s) idle"),
+    ({"TRAINER_MODE": "fully_async", "ROLLOUT_GPUS_PER_NODE": "1", "ROLLOUT_TP": "2"},
+     "ROLLOUT_GPUS_PER_NODE=1 with ROLLOUT_TP=2: verl builds 0 replica(s)"),
     ({"LR": "fast"}, "LR=fast: must be a number > 0"),
     ({"TEMPERATURE": "0"}, "TEMPERATURE=0: must be a number > 0"),
     ({"GPU_MEMORY_UTILIZATION": "1.5"}, "GPU_MEMORY_UTILIZATION=1.5: must be a number > 0 and <= 1"),
@@ -362,6 +366,9 @@ def test_the_loss_horizon_is_the_maximum_response_length(tmp_path, recipe, horiz
     assert cfg.actor_rollout_ref.actor.loss_scale_factor == horizon == cfg.data.max_response_length
     cfg, _ = composed(tmp_path, recipe, MAX_RESPONSE_LENGTH=2048)
     assert cfg.actor_rollout_ref.actor.loss_scale_factor == 2048
+    # a Hydra override of the length moves the horizon with it (one value, not a copy left behind)
+    cfg, report = composed(tmp_path, recipe, "data.max_response_length=3072")
+    assert cfg.actor_rollout_ref.actor.loss_scale_factor == 3072 == report.settings["loss_scale_factor"]
 
 
 @pytest.mark.parametrize("recipe", ["gsm8k", "math"])
