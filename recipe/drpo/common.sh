@@ -122,8 +122,12 @@ drpo_check_variables() {
 drpo_loss_overrides() {
   export DRPO_DELTA SPO_EPSILON MASK_DRPO_TV_DELTA DPPO_TV_DELTA DPPO_KL_DELTA DPPO_CLIP_RATIO_C \
          CLIP_RATIO_LOW CLIP_RATIO_HIGH CLIP_RATIO_C
-  mapfile -t LOSS_OVERRIDES < <("$PYTHON" -m verl_drpo overrides "$LOSS_MODE")
-  wait $! || exit 2  # the table printed its own one-line error (LOSS_MODE=...: unknown loss mode ...)
+  local errors; errors=$(mktemp)
+  mapfile -t LOSS_OVERRIDES < <("$PYTHON" -m verl_drpo overrides "$LOSS_MODE" 2> "$errors")
+  if ! wait $!; then  # the table's own one-line error (LOSS_MODE=...: unknown loss mode ...), named like ours
+    sed "s/^/$(basename "$0"): /" "$errors" >&2; rm -f "$errors"; exit 2
+  fi
+  cat "$errors" >&2; rm -f "$errors"
   (( ${#LOSS_OVERRIDES[@]} )) || drpo_fail "LOSS_MODE=${LOSS_MODE}: '$PYTHON -m verl_drpo overrides' printed nothing"
 }
 

@@ -220,6 +220,7 @@ def test_a_bad_value_is_one_clear_line_before_anything_runs(tmp_path, env, messa
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert lines[0].startswith("run_drpo_gsm8k.sh: "), lines[0]  # raised in bash or in Python, named alike
     assert "unbound" not in proc.stderr
     assert calls == []  # neither the doctor nor verl ran
 
