@@ -134,7 +134,7 @@ drpo_loss_overrides() {
 # TRAINER_MODE and STALENESS -> MODE_OVERRIDES, ENTRY (the module a real run starts), DRY_RUN_ENTRY. A policy version
 # is the weights between two weight syncs (verl's global_steps).
 #   sync            on-policy rollouts, TRAIN_BATCH_SIZE/PPO_MINI_BATCH_SIZE optimizer steps per rollout, all against
-#                   the same mu. STALENESS is ignored.
+#                   the same mu. A STALENESS is refused (sync would ignore it).
 #   colocate_async  verl V1, rollout and training share the GPUs (hybrid engine).
 #   separate_async  verl V1, a standalone rollout pool of ROLLOUT_GPUS_PER_NODE GPUs per node, hybrid_engine=False
 #                   (verl's setting for rollout served by that pool alone); weights pushed once per step.
