@@ -7,6 +7,7 @@ gap (or moves the code the workaround relies on), these fail with a message that
 import json
 import socket
 
+import pytest
 
 from verl_drpo.cpu import workarounds
 
@@ -24,6 +25,7 @@ def _worker_env(port: int) -> dict:
     return {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
+@pytest.mark.slow  # a fresh interpreter (run_python)
 def test_backend_gap_verl_still_builds_a_duplicate_backend_string(run_python):
     # Not a verl worker process (no WG_BACKEND): the workaround stays off and verl's own init runs.
     code = """
@@ -46,6 +48,7 @@ except Exception as e:
     assert "Duplicate device type cpu" in out, f"verl fails differently than expected: {out}"
 
 
+@pytest.mark.slow  # a fresh interpreter (run_python)
 def test_backend_gap_workaround_makes_verl_init_a_no_op(run_python):
     code = """
 import json, verl  # the plugin creates the gloo group here, in a "verl worker" process
