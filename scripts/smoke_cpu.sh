@@ -67,10 +67,6 @@ fi
 
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=1
-# verl 0.9.1's separate_async with hybrid_engine=False (the recipe's setting) calls logger.info(..., flush=True) in
-# trainer_separate_async.py _setup, a TypeError whenever that logger is at INFO, its default: every process the
-# trainer runs in must have VERL_LOGGING_LEVEL at WARN or above (the Ray head started below inherits it).
-export VERL_LOGGING_LEVEL=${VERL_LOGGING_LEVEL:-WARN}
 export VERL_FILE_LOGGER_ROOT=$SMOKE_DIR/metrics
 mkdir -p "$SMOKE_DIR/logs"
 t0=$SECONDS

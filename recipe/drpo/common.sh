@@ -22,6 +22,12 @@ TRAINER_MODES="sync colocate_async separate_async fully_async"
 
 drpo_fail() { echo "$(basename "$0"): $*" >&2; exit 2; }
 
+# drpo_one_model RECIPE_DESCRIPTION: a recipe with one model refuses MODEL_SIZE instead of ignoring it.
+drpo_one_model() {
+  [[ -z ${MODEL_SIZE:-} ]] || drpo_fail "MODEL_SIZE=${MODEL_SIZE}: $1 has one model and takes no MODEL_SIZE" \
+    "(run_drpo_gsm8k.sh does); set MODEL_PATH to train another model"
+}
+
 drpo_help() {
   local recipe=$1
   # the header comment (usage), then every `NAME=${NAME:-default}  # comment` line (first occurrence of a name)

@@ -13,8 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # PYTHON (the project's .ven
 for arg in "$@"; do [[ $arg == -h || $arg == --help ]] && { drpo_help "${BASH_SOURCE[0]}"; exit 0; }; done
 
 # ---------------------------------------------------------------- dataset and model: the block the recipes differ in
-[[ -z ${MODEL_SIZE:-} ]] || drpo_fail "MODEL_SIZE=${MODEL_SIZE}: the DAPO recipe (Qwen3-4B-Base) has one model and takes no" \
-  "MODEL_SIZE (run_drpo_gsm8k.sh does); set MODEL_PATH to train another model"
+drpo_one_model "the DAPO recipe (Qwen3-4B-Base)"
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen3-4B-Base}         # hub id or local directory
 MODEL_TAG=${MODEL_TAG:-qwen3-4b-base}                # the experiment name's prefix
 DATA_DIR=${DATA_DIR:-$HOME/data/dapo}                # written by scripts/prepare_dapo.py

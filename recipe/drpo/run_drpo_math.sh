@@ -12,8 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # PYTHON (the project's .ven
 for arg in "$@"; do [[ $arg == -h || $arg == --help ]] && { drpo_help "${BASH_SOURCE[0]}"; exit 0; }; done
 
 # ---------------------------------------------------------------- dataset and model: the block the recipes differ in
-[[ -z ${MODEL_SIZE:-} ]] || drpo_fail "MODEL_SIZE=${MODEL_SIZE}: the MATH recipe (Qwen2.5-Math-1.5B) has one model and takes no" \
-  "MODEL_SIZE (run_drpo_gsm8k.sh does); set MODEL_PATH to train another model"
+drpo_one_model "the MATH recipe (Qwen2.5-Math-1.5B)"
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-1.5B}     # hub id or local directory; a 4,096-token context
 MODEL_TAG=${MODEL_TAG:-$(basename "$MODEL_PATH")}    # the experiment name's prefix
 DATA_DIR=${DATA_DIR:-$HOME/data/math}                # written by scripts/prepare_math.py

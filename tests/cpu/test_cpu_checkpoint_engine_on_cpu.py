@@ -182,10 +182,10 @@ def test_refuses_misuse():
 def test_verl_separate_async_without_hybrid_replicas_still_needs_a_quiet_logger():
     # verl 0.9.1, trainer_separate_async.py _setup, branch hybrid_engine=False (the recipes' setting):
     # logger.info(..., flush=True) raises TypeError whenever the module's logger is at INFO (VERL_LOGGING_LEVEL's
-    # default). scripts/smoke_cpu.sh sets VERL_LOGGING_LEVEL=WARN for it; docs/cpu-smoke.md says so.
+    # default). recipe/drpo/common.sh runs separate_async's workers at WARN for it; docs/recipes.md says so.
     from verl.trainer.ppo.v1 import trainer_separate_async
 
     src = inspect.getsource(trainer_separate_async.PPOTrainerSeparateAsync._setup)
     assert "flush=True" in src, (
         "verl's separate_async no longer passes flush=True to logger.info: drop VERL_LOGGING_LEVEL=WARN from "
-        "scripts/smoke_cpu.sh and the note in docs/cpu-smoke.md")
+        "recipe/drpo/common.sh (drpo_trainer_mode), docs/recipes.md and the row in docs/cpu-smoke.md")
