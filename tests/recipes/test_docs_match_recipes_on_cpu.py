@@ -23,7 +23,12 @@ def _read(*parts):
 def recipe_variables(name):
     """{variable: default} of a recipe, first occurrence of each (the one --help prints and the run uses)."""
     found = {}
-    for line in _read("recipe", "drpo", name).splitlines():
+    lines = _read("recipe", "drpo", name).splitlines()
+    if name.startswith("run_drpo_"):  # then the variables every recipe shares (common.sh's drpo_shared_variables)
+        common = _read("recipe", "drpo", "common.sh")
+        start = common.index("\ndrpo_shared_variables() {\n")
+        lines += common[start:common.index("\n}\n", start)].splitlines()
+    for line in lines:
         match = VARIABLE.match(line.strip())
         if match and match.group(1) not in found:
             found[match.group(1)] = match.group(2).strip("'\"")  # LOGGER's default is shell-quoted
