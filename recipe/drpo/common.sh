@@ -5,7 +5,7 @@
 #   drpo_shared_variables     the method, batch and cluster variables and their defaults (a recipe's block wins)
 #   drpo_override_groups      the Hydra overrides, grouped as verl's examples do: DATA ALGORITHM ACTOR ROLLOUT TRAINER
 #   drpo_compose              shared variables, checks, loss and trainer modes, override groups, USER_OVERRIDES
-#   drpo_before_launch        the doctor; DRY_RUN=1 stops here; the drpo_prox preflight; the metrics file
+#   drpo_before_launch        the doctor; DRY_RUN=1 stops here; LOGGER, the drpo_prox preflight, metrics file
 #   drpo_help RECIPE          --help: the recipe's usage lines and variables, then the shared ones
 #   drpo_require_*            one clear line (variable, value, what is allowed) for every bad value, exit 2
 #   drpo_check_variables      the checks of the variables every recipe has
@@ -120,6 +120,12 @@ drpo_check_variables() {
   fi
   # shellcheck disable=SC2086  # the list is one word per mode
   drpo_require_choice TRAINER_MODE $TRAINER_MODES
+  # the async modes' variables are checked whatever the mode, so a typo fails now, not on the first async run
+  drpo_require_choice STALENESS_STRATEGY wait drop
+  drpo_require_choice PARTIAL_ROLLOUT True False
+  [[ -z $ROLLOUT_GPUS_PER_NODE ]] || drpo_require_int ROLLOUT_GPUS_PER_NODE 1
+  [[ $CHECKPOINT_BACKEND =~ ^[A-Za-z][A-Za-z0-9_]*$ ]] || drpo_fail "CHECKPOINT_BACKEND=${CHECKPOINT_BACKEND}: must" \
+    "name one of verl's checkpoint engines (nccl, naive, nixl, ...)"
   [[ $LOGGER =~ ^\[.*\]$ ]] || drpo_fail "LOGGER=${LOGGER}: must be a list such as '[\"console\",\"file\"]'"
   (( TRAIN_BATCH_SIZE % PPO_MINI_BATCH_SIZE == 0 )) ||
     drpo_fail "TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE}: must be a multiple of PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE}"
@@ -290,8 +296,25 @@ drpo_before_launch() {
     exec "$PYTHON" -m verl_drpo.dry_run --entry "$DRY_RUN_ENTRY" ${DRY_RUN_JSON:+--json "$DRY_RUN_JSON"} -- \
       "${OVERRIDES[@]}" "$@"
   fi
+  drpo_check_logger
   drpo_preflight "$@"
   drpo_metrics_file
+}
+
+# verl's Tracking asserts on a backend it does not know only once the trainer has started (the dry run checks the
+# composed trainer.logger the same way): a real launch checks LOGGER against verl's own list first (about 5 s).
+drpo_check_logger() {
+  local verdict
+  verdict=$("$PYTHON" - "$LOGGER" <<'PY'
+import sys
+from verl.utils.tracking import Tracking
+names = [n.strip().strip("'\"") for n in sys.argv[1].strip().strip("[]").split(",") if n.strip()]
+unknown = [n for n in names if n not in Tracking.supported_backend and n != "tracking"]
+print(" ".join(unknown) + "|" + " ".join(Tracking.supported_backend))
+PY
+  ) || drpo_fail "LOGGER=${LOGGER}: PYTHON=${PYTHON} cannot import verl.utils.tracking to check it"
+  [[ -z ${verdict%%|*} ]] || drpo_fail "LOGGER=${LOGGER}: verl's Tracking does not know ${verdict%%|*};" \
+    "choose from ${verdict#*|}"
 }
 
 # LOSS_MODE -> LOSS_OVERRIDES: the mode's Hydra overrides from the one table (verl_drpo/modes.py), which reads each
@@ -348,8 +371,6 @@ drpo_trainer_mode() {
     colocate_async | separate_async)
       STALENESS=${STALENESS:-1}
       drpo_require_int STALENESS 0
-      STALENESS_STRATEGY=${STALENESS_STRATEGY:-wait}
-      drpo_require_choice STALENESS_STRATEGY wait drop
       MODE_OVERRIDES+=("trainer.v1.trainer_mode=${TRAINER_MODE}"
                        "trainer.v1.${TRAINER_MODE}.num_warmup_batches=${STALENESS}"
                        "trainer.v1.sampler.max_off_policy_threshold=$(( STALENESS + 1 ))"
@@ -378,7 +399,6 @@ drpo_trainer_mode() {
       STALENESS=${STALENESS:-0.5}
       [[ $STALENESS =~ ^0*\.?0*$ && $STALENESS =~ 0 ]] || ( drpo_require_number STALENESS 0 ) 2>/dev/null ||
         drpo_fail "STALENESS=${STALENESS}: must be a number >= 0 with TRAINER_MODE=fully_async (its staleness_threshold)"
-      drpo_require_choice PARTIAL_ROLLOUT True False
       # fully_async is moving out of verl into verl-recipe: say so instead of an ImportError deep in a traceback.
       "$PYTHON" -c 'import importlib.util as u, os, sys; s = u.find_spec("verl")
 sys.exit(0 if s and os.path.isdir(os.path.join(list(s.submodule_search_locations)[0], "experimental", "fully_async_policy")) else 1)' ||

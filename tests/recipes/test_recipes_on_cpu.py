@@ -262,6 +262,42 @@ def test_help_is_the_recipes_own_variables_in_a_screenful(tmp_path, script):
     assert "LOSS_MODE: drpo | mask_drpo | spo" in real.stdout and "DRPO_DELTA" in real.stdout
 
 
+# names and paths, any text verl accepts (a missing data file or model is verl's own error, after the doctor)
+FREE_TEXT_VARIABLES = {"MODEL_PATH", "MODEL_TAG", "DATA_DIR", "TRAIN_FILES", "VAL_FILES", "PROJECT_NAME",
+                       "EXPERIMENT_NAME", "VERL_FILE_LOGGER_ROOT", "DRY_RUN_JSON"}
+
+
+@pytest.mark.slow  # one recipe run per variable
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_variable_of_help_refuses_garbage_before_anything_runs(tmp_path, recipe):
+    """docs/recipes.md: bad values stop the recipe before anything runs. Every variable --help lists, set to garbage
+    in a real (not dry) launch: exit 2, one line naming it, and neither the doctor nor verl was started."""
+    proc, _ = record_calls(tmp_path, recipe, "--help")
+    listed = [line.split()[0] for line in proc.stdout.split("Variables (default, meaning):")[1].splitlines()
+              if line.startswith("  ") and line.split()[0].isupper()]
+    assert {"LOSS_MODE", "STALENESS_STRATEGY", "MAX_RESPONSE_LENGTH"} <= set(listed), listed
+    accepted = []
+    for name in listed:
+        if name in FREE_TEXT_VARIABLES or (name == "MODEL_SIZE" and recipe != "gsm8k"):
+            continue  # MODEL_SIZE: any value is refused by the one-model recipes (their own test)
+        proc, calls = record_calls(tmp_path, recipe, **{"DRY_RUN": 0, name: "garbage!"})
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[recipe]")]
+        if not (proc.returncode == 2 and calls == [] and len(lines) == 1 and f"{name}=garbage!" in lines[0]):
+            accepted.append((name, proc.returncode, lines[:2]))
+    assert not accepted, accepted
+
+
+@pytest.mark.slow  # the real interpreter imports verl's Tracking
+def test_a_real_launch_checks_the_logger_against_verls_backends_first(tmp_path):
+    proc = subprocess.run(["bash", RECIPES["gsm8k"]], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=_env(tmp_path, PYTHON=sys.executable, SKIP_DOCTOR=1, LOGGER='["console","fiel"]'))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "LOGGER=" in lines[0] and "does not know fiel" in lines[0], proc.stderr
+    assert "file" in lines[0] and "tensorboard" in lines[0]  # verl's own list
+    assert not (tmp_path / "runs").exists()
+
+
 def test_default_python_is_the_projects_venv_and_an_explicit_one_wins(tmp_path):
     """With PYTHON unset the recipe uses <its repository>/.venv/bin/python, wherever it is called from."""
     repo = tmp_path / "repo"
