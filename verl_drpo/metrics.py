@@ -26,7 +26,12 @@ PPO_KL = "actor/ppo_kl"  # neg_log_ratio_mean: mean(log mu - log pi)
 VERL_CONVENTIONS: tuple[str, ...] = (PG_CLIPFRAC, PG_CLIPFRAC_LOWER, PPO_KL)
 
 # The names a verl-drpo loss logs on every call (docs/metrics.md has a row for each).
-LOGGED: tuple[str, ...] = tuple(PREFIX + s for s in STATISTICS if s not in INTERNAL) + VERL_CONVENTIONS
+# Share of the micro-batch's valid tokens left out of the loss because an input was not finite (modes.NONFINITE_FIELD);
+# 0.0 when none. Counted by verl_drpo.plugin, not by the evaluation.
+NONFINITE_FRAC = PREFIX + "nonfinite_frac"
+
+LOGGED: tuple[str, ...] = (tuple(PREFIX + s for s in STATISTICS if s not in INTERNAL) + (NONFINITE_FRAC,)
+                           + VERL_CONVENTIONS)
 
 ANCHOR_GAP = PREFIX + "abs_prob_diff_mean"  # mean |pi - mu|
 MISMATCH = PREFIX + "abs_log_ratio_mean"  # mean |log pi - log mu|, unclamped
