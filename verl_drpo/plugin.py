@@ -194,8 +194,9 @@ _nonfinite_report = _NonFiniteReport()
 def _metrics(stats: dict[str, float], nonfinite_frac: float) -> dict[str, float]:
     """The logged names (``verl_drpo.metrics``, docs/metrics.md) of the statistics of `fast.evaluate`, and the share
     of valid tokens left out for non-finite inputs."""
-    out = {metrics.PREFIX + k: v for k, v in stats.items() if k not in metrics.INTERNAL}
+    out = {metrics.logged_name(k): v for k, v in stats.items() if k not in metrics.INTERNAL}
     out[metrics.NONFINITE_FRAC] = nonfinite_frac
+    out[metrics.EMPTY_MICROBATCH_FRAC] = 0.0
     # verl's dashboard conventions: clipfrac = share of tokens past the boundary (where DPPO would mask),
     # clipfrac_lower = the negative-advantage part of it, ppo_kl = mean(log mu - log pi).
     out[metrics.PG_CLIPFRAC] = stats["beyond_boundary_pos_frac"] + stats["beyond_boundary_neg_frac"]
@@ -208,10 +209,12 @@ def _empty_mask_result(log_prob: torch.Tensor, mask: torch.Tensor,
                        nonfinite_frac: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """No valid token (verl pads a batch that does not divide with all-masked samples), or none with finite inputs:
     a zero loss that still has a graph (verl calls backward on it), and the same metric keys as every other call,
-    all 0.0 but `nonfinite_frac`. verl gathers metrics per micro-batch across data-parallel ranks and requires the
+    all 0.0 but `nonfinite_frac` and `empty_microbatch_frac` (1.0). verl gathers metrics per micro-batch across data-parallel ranks and requires the
     same keys everywhere."""
     zero = torch.where(torch.zeros_like(mask), log_prob, 0.0).sum() * 0.0  # selects no log_prob: no NaN
-    return zero, _metrics(dict.fromkeys(fast.STATISTIC_NAMES, 0.0), nonfinite_frac)
+    out = _metrics(dict.fromkeys(fast.STATISTIC_NAMES, 0.0), nonfinite_frac)
+    out[metrics.EMPTY_MICROBATCH_FRAC] = 1.0
+    return zero, out
 
 
 # ---- decoupled inputs: mu from pi_prox and the importance weights --------------------------------------------------

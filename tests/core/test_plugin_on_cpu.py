@@ -145,7 +145,7 @@ def test_plain_policy_loss_config_uses_the_package_defaults():
     torch.testing.assert_close(a, b)
     ref = agg_loss(loss_mat=losses.drpo_token_loss(lp, old, adv, 12.5), loss_mask=mask, loss_agg_mode="token-mean")
     torch.testing.assert_close(a, ref)
-    assert 1 - 1 / 12.5 <= metrics["actor/drpo/weight_min"] <= metrics["actor/drpo/weight_max"] <= 1 + 1 / 12.5
+    assert 1 - 1 / 12.5 <= metrics["actor/drpo/weight_microbatch_min_mean"] <= metrics["actor/drpo/weight_microbatch_max_mean"] <= 1 + 1 / 12.5
 
 
 def test_boundary_metrics_follow_verl_clipfrac_conventions():
@@ -408,6 +408,7 @@ def test_every_return_path_gives_the_same_metric_keys(loss_mode, compiled):
     _, zero_batch = call(loss_mode, lp[:0], old[:0], adv[:0], mask[:0], config)
     _, zero_length = call(loss_mode, lp[:, :0], old[:, :0], adv[:, :0], mask[:, :0], config)
     assert list(empty) == list(full) == list(zero_batch) == list(zero_length)
+    assert empty.pop("actor/drpo/empty_microbatch_frac") == 1.0 and full["actor/drpo/empty_microbatch_frac"] == 0.0
     assert set(empty.values()) == {0.0}
 
 

@@ -23,7 +23,7 @@ Optional checks, each reading verl's (or the plugin's) own metrics:
 - ``--min-stale-gap G``: at every step whose samples all lag >= 1 version, mean |pi - mu| >= G (staleness is
   measurable in the anchor gap, not only in the version counter).
 - ``--max-weight-deviation W``: the loss's gradient weight stays within 1 +- W at every step
-  (``actor/drpo/weight_min`` >= 1 - W, ``weight_max`` <= 1 + W). For ``drpo_prox`` with one mini-batch per step the
+  (``actor/drpo/weight_microbatch_min_mean`` >= 1 - W, ``weight_microbatch_max_mean`` <= 1 + W). For ``drpo_prox`` with one mini-batch per step the
   update sees pi = pi_prox, so its weight 1 - sign(A)(pi - pi_prox)/delta is 1 up to round-off, while a weight
   centred on mu would be off by |pi - mu|/delta on a stale step: with ``--min-stale-gap`` this shows the loss got
   pi_prox as the centre and recovered mu as the anchor.
