@@ -180,8 +180,8 @@ class _NonFiniteReport:
             f"loss_mode={loss_mode}: left {self.dropped} of {self.valid} valid tokens out of the loss in "
             f"{self.micro_batches} micro-batch(es) since the last such warning, because a log-prob (pi, mu), "
             f"advantage or importance weight there is not finite ({metrics.NONFINITE_FRAC} counts them per step). "
-            f"Set {modes.POLICY_LOSS_KEY}.{modes.NONFINITE_FIELD}=raise to stop instead (rank-local: other ranks "
-            "then hang until the NCCL timeout).",
+            f"Override +{modes.POLICY_LOSS_KEY}.{modes.NONFINITE_FIELD}=raise to stop instead (rank-local: other "
+            "ranks then hang until the NCCL timeout).",
             RuntimeWarning,
             stacklevel=5,
         )

@@ -105,6 +105,16 @@ def test_max_weight_deviation_tells_a_prox_centred_weight_from_a_mu_centred_one(
     assert any("weight_microbatch_min_mean/max missing" in e for e in check({1: _step()}, 1, "drpo_prox", max_weight_deviation=1e-2))
     p = _write(tmp_path, {1: _step(**stale)})
     assert main([str(p), "--steps", "1", "--loss-mode", "drpo_prox", "--max-weight-deviation", "1e-2"]) == 0
+    # one micro-batch in four empty: verl averages a 0 in for it; the check takes the mean over the other three
+    quarter_empty = {**stale, "actor/drpo/weight_microbatch_min_mean": 0.75,
+                     "actor/drpo/weight_microbatch_max_mean": 0.75, "actor/drpo/empty_microbatch_frac": 0.25}
+    assert check({1: _step(**quarter_empty)}, 1, "drpo_prox", max_weight_deviation=1e-2) == []
+
+
+def test_a_step_that_left_tokens_out_for_non_finite_inputs_fails():
+    assert check({1: _step(**{"actor/drpo/nonfinite_frac": 0.0})}, 1, "drpo") == []
+    errors = check({1: _step(**{"actor/drpo/nonfinite_frac": 0.01})}, 1, "drpo")
+    assert any("actor/drpo/nonfinite_frac = 0.01: tokens with a non-finite" in e for e in errors)
 
 
 def test_max_evicted_counts_verl_evictions_over_the_run(tmp_path):
