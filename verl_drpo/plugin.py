@@ -12,6 +12,11 @@ data-parallel splits sum to the global loss in every `loss_agg_mode`, provided `
 docs/algorithm.md). It multiplies by `rollout_is_weights` when verl passes them and adds no entropy or KL term
 (verl's `ppo_loss` adds those itself). The mathematics is in `verl_drpo.losses` (evaluated by `verl_drpo.fast`);
 metric names are in `verl_drpo.metrics` and docs/metrics.md.
+
+Errors: what every rank meets alike (shapes, dtypes, a missing config, drpo_prox without weights) raises. What one
+rank's data holds (a non-finite log-prob, advantage or weight at a valid token) does not: a raise there would leave
+the other ranks waiting in their next collective until the NCCL timeout. Those tokens are left out of the loss and
+counted (`actor/drpo/nonfinite_frac`) unless `policy_loss.nonfinite_tokens=raise` (`modes.NONFINITE_FIELD`).
 """
 
 from __future__ import annotations
@@ -237,7 +242,8 @@ def recoverable_weights(rollout_is_weights: torch.Tensor) -> torch.Tensor:
 def rollout_log_prob_from_decoupled(old_log_prob: torch.Tensor, rollout_is_weights: torch.Tensor,
                                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log mu, recoverable): log mu = log pi_prox - log(pi_prox / mu) at valid tokens with recoverable weights, 0
-    elsewhere; `recoverable_weights` of the weights (the caller refuses a batch with an unrecoverable valid token)."""
+    elsewhere; `recoverable_weights` of the weights (the caller leaves a valid token with an unrecoverable weight out
+    of the loss, or refuses it in strict mode)."""
     dtype = losses.compute_dtype(old_log_prob)
     w = rollout_is_weights.detach().to(dtype)
     recoverable = recoverable_weights(rollout_is_weights)
