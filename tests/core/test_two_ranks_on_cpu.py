@@ -24,6 +24,7 @@ from verl.utils.metric import reduce_metrics
 from verl.utils.metric.utils import AggregationType, Metric
 from verl.utils.py_functional import append_to_dict
 from verl.utils.torch_functional import allgather_dict_into_dict
+from verl.workers.config import PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
 from verl_drpo import metrics as M
@@ -152,8 +153,8 @@ def test_a_loss_cannot_return_a_max_metric_through_verls_ppo_loss(monkeypatch):
         return (log_prob * response_mask).sum() * 0.0, {"test/ratio_max": Metric(AggregationType.MAX, 1.0)}
 
     monkeypatch.setitem(POLICY_LOSS_REGISTRY, "test_max_metric", loss_with_a_max_metric)
-    config = actor_config("drpo", use_kl_loss=False, entropy_coeff=0.0)
-    config.policy_loss.loss_mode = "test_max_metric"
+    config = actor_config("drpo", policy_loss=PolicyLossConfig(loss_mode="test_max_metric"), use_kl_loss=False,
+                          entropy_coeff=0.0)
     flat_lp, data = ppo_loss_data(lp, old, adv, mask)
     with pytest.raises(ValueError, match="Aggregation type mismatch"):
         ppo_loss(config, {"log_probs": flat_lp}, data)
