@@ -77,27 +77,33 @@ def compute_policy_loss(
         centre = old_log_prob
     else:
         anchor, centre, recoverable = old_log_prob, None, None
-    # Data errors are rank-local (one rank's micro-batch holds the -inf, the others wait for it in their next
-    # collective), so by default the tokens they touch are left out and counted; strict mode keeps them and raises.
-    kept = mask if strict else _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable,
-                                              None if decoupled else rollout_is_weights)
-    unrecoverable = (mask & ~recoverable).sum() if strict and decoupled else None
-    pg_loss, n_valid, n_kept, loss_value, stats_read, evaluated = _loss_on(
-        loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
+    # The common case costs nothing extra: one evaluation over the valid tokens. A non-finite input at a valid token
+    # always shows in the statistics read by its one sync (log pi or mu: the unclamped |log r|; A or a weight: the
+    # loss), and an unrecoverable drpo_prox weight in its count; only then is the micro-batch looked at token by token.
+    unrecoverable = (mask & ~recoverable).sum() if decoupled else None
+    pg_loss, n_valid, _, loss_value, stats_read, _ = _loss_on(
+        loss_mode, loss, mask, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
         loss_agg_mode, config, also_read=unrecoverable)
     if n_valid == 0:
         return _empty_mask_result(log_prob, mask)
     n_unrecoverable = stats_read.pop(_ALSO_READ, 0)
     finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
-    if strict:
+    if finite and not n_unrecoverable:
+        return pg_loss, _metrics(stats_read, nonfinite_frac=0.0)
+    if strict:  # rank-local: the other ranks wait in their next collective until the NCCL timeout
         if n_unrecoverable:
             raise ValueError(_unrecoverable_message(loss_mode, int(n_unrecoverable), int(n_valid)))
-        if not finite:
-            raise FloatingPointError(_non_finite_message(loss_mode, mask, old_log_prob, log_prob, advantages,
-                                                         rollout_is_weights))
-        return pg_loss, _metrics(stats_read, nonfinite_frac=0.0)
+        raise FloatingPointError(_non_finite_message(loss_mode, mask, old_log_prob, log_prob, advantages,
+                                                     rollout_is_weights))
+    # Data errors are rank-local (one rank's micro-batch holds the -inf, the others do not), so the tokens they touch
+    # are left out and counted, and the step goes on.
+    kept = _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable,
+                          None if decoupled else rollout_is_weights)
+    pg_loss, _, n_kept, loss_value, stats_read, (values, grad_coef) = _loss_on(
+        loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
+        loss_agg_mode, config)
+    finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
     if not finite and n_kept:  # finite inputs whose terms overflowed: leave those tokens out too, evaluate again
-        values, grad_coef = evaluated
         kept = kept & torch.isfinite(values) & torch.isfinite(grad_coef)
         pg_loss, _, n_kept, loss_value, stats_read, _ = _loss_on(
             loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
@@ -106,8 +112,7 @@ def compute_policy_loss(
     if not finite:  # a sum overflowed: nothing of this micro-batch is usable
         n_kept = 0
     nonfinite_frac = (n_valid - n_kept) / n_valid
-    if nonfinite_frac:
-        _nonfinite_report.add(loss_mode, int(n_valid - n_kept), int(n_valid))
+    _nonfinite_report.add(loss_mode, int(n_valid - n_kept), int(n_valid))
     if n_kept == 0:
         return _empty_mask_result(log_prob, mask, nonfinite_frac)
     return pg_loss, _metrics(stats_read, nonfinite_frac)
@@ -132,9 +137,10 @@ def _loss_on(loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, 
     pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=kept, loss_agg_mode=loss_agg_mode, **batch_info)
 
     extra = [] if also_read is None else [also_read.float()]
+    n_valid = mask.sum().float()
     n_valid, n_kept, loss_value, *values_read = torch.stack(
-        [mask.sum().float(), kept.sum().float(), pg_loss.detach().float(), *(v.float() for v in stats.values()),
-         *extra]
+        [n_valid, n_valid if kept is mask else kept.sum().float(), pg_loss.detach().float(),
+         *(v.float() for v in stats.values()), *extra]
     ).tolist()
     stats_read = dict(zip(stats, values_read))
     if also_read is not None:
