@@ -31,6 +31,9 @@ def _validate(self) -> None:
         parent_post_init(self)
     for name, setting in modes.POLICY_LOSS_FIELDS.items():
         setting.validate(getattr(self, name))
+    problem = modes.nonfinite_problem(getattr(self, modes.NONFINITE_FIELD))
+    if problem:
+        raise ValueError(f"{modes.POLICY_LOSS_KEY}.{modes.NONFINITE_FIELD} {problem}")
 
     from verl_drpo.plugin import require_registered  # importing the plugin registers the losses
 
@@ -38,11 +41,14 @@ def _validate(self) -> None:
 
 
 def policy_loss_config_class(table: dict[str, modes.Setting]) -> type:
-    """verl's PolicyLossConfig plus one validated float field per entry of ``table`` (name -> Setting)."""
+    """verl's PolicyLossConfig plus one validated float field per entry of ``table`` (name -> Setting), and the
+    choice ``modes.NONFINITE_FIELD`` (what the loss does with non-finite inputs)."""
     args = "\n".join(f"        {name} (float): {s.help} Default {s.default}." for name, s in table.items())
+    args += f"\n        {modes.NONFINITE_FIELD} (str): {modes.NONFINITE_HELP} Default {modes.NONFINITE_DEFAULT!r}."
     return make_dataclass(
         "DRPOPolicyLossConfig",
-        [(name, float, field(default=s.default)) for name, s in table.items()],
+        [(name, float, field(default=s.default)) for name, s in table.items()]
+        + [(modes.NONFINITE_FIELD, str, field(default=modes.NONFINITE_DEFAULT))],
         bases=(PolicyLossConfig,),
         namespace={
             "__module__": __name__,
@@ -59,12 +65,13 @@ DRPOPolicyLossConfig = policy_loss_config_class(modes.POLICY_LOSS_FIELDS)
 def actor_config(loss_mode: str, **fields) -> ActorConfig:
     """A verl ActorConfig that runs ``loss_mode`` with its settings from the table (``verl_drpo.modes``): the mode's
     hyper-parameters in a ``DRPOPolicyLossConfig`` and its baseline settings on the ActorConfig (clip ratios,
-    DPPO's delta). ``fields`` override or add to them, each routed by name: a name of ``POLICY_LOSS_FIELDS`` goes to
-    the policy-loss config, any other to the ActorConfig. The fields verl requires default to one GPU, one sample per
-    prompt, micro-batch 1, verl's ``fsdp`` strategy."""
+    DPPO's delta). ``fields`` override or add to them, each routed by name: a name of ``POLICY_LOSS_FIELDS`` or
+    ``modes.NONFINITE_FIELD`` goes to the policy-loss config, any other to the ActorConfig. The fields verl requires
+    default to one GPU, one sample per prompt, micro-batch 1, verl's ``fsdp`` strategy."""
     mode = modes.get(loss_mode)
     values = {s.field: s.default for s in mode.settings} | fields
-    policy_loss = {k: v for k, v in values.items() if k in modes.POLICY_LOSS_FIELDS}
-    actor = {k: v for k, v in values.items() if k not in modes.POLICY_LOSS_FIELDS}
+    own = {*modes.POLICY_LOSS_FIELDS, modes.NONFINITE_FIELD}
+    policy_loss = {k: v for k, v in values.items() if k in own}
+    actor = {k: v for k, v in values.items() if k not in own}
     actor = {"strategy": "fsdp", "rollout_n": 1, "ppo_micro_batch_size_per_gpu": 1} | actor
     return ActorConfig(policy_loss=DRPOPolicyLossConfig(loss_mode=loss_mode, **policy_loss), **actor)

@@ -47,6 +47,8 @@ def config_fields() -> str:
     for name, s in modes.POLICY_LOSS_FIELDS.items():
         users = ", ".join(f"`{m.name}`" for m in modes.MODES.values() if name in m.reads)
         lines.append(f"| `{name}` | `{_number(s.default)}` | {_cell(s.help)} Read by {users}; recipe variable `{s.env}`. |")
+    lines.append(f"| `{modes.NONFINITE_FIELD}` | `{modes.NONFINITE_DEFAULT}` | {_cell(modes.NONFINITE_HELP)} Read by every "
+                 "verl-drpo mode; no recipe variable (add the override, with its leading `+`). |")
     return "\n".join(lines)
 
 

@@ -6,8 +6,9 @@ backward and recomputes what the diagnostics need. Here every per-token quantity
 get their gradient d l / d log pi = -w A r attached directly (`attach_gradient`), and the statistics are reduced in
 the same pass; `tests/core/test_fast_on_cpu.py` checks values, gradients and statistics against `verl_drpo.losses`.
 
-Padding: every per-token quantity is zeroed at padded positions (mask False) before anything is reduced, so
-non-finite values there (NaN * 0 = NaN in a masked sum) cannot reach the loss, its gradient or a statistic.
+Padding: every input is replaced by a finite value at masked positions (mask False: padding, and the tokens the
+plugin leaves out because an input is not finite) before any arithmetic, so non-finite values there (NaN * 0 = NaN
+in a masked sum) cannot reach the loss, its gradient or a statistic.
 
 Compilation (verl's `actor.use_torch_compile`, on by default): `CompiledEvaluate` compiles with dynamic shapes, so
 one graph serves micro-batches of every batch size and length; torch still specialises sizes 0 and 1, so a
@@ -38,8 +39,9 @@ def token_terms(
     """The per-token quantities of `losses.TokenTerms`; at padded positions log_ratio = 0, mu = 1 and A = 0.
     `centre_log_prob` (log pi_prox, for a loss with centre "prox") defaults to the anchor."""
     dtype = compute_dtype(log_prob)
+    # Every input is replaced by a finite value at masked positions before any arithmetic on it.
     anchor = torch.where(mask, anchor_log_prob.detach().to(dtype), 0.0)
-    log_ratio = torch.where(mask, log_prob.detach().to(dtype) - anchor, 0.0)
+    log_ratio = torch.where(mask, log_prob.detach().to(dtype), 0.0).sub_(anchor)
     clamped = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(clamped)
     mu = torch.exp(anchor)
@@ -48,7 +50,7 @@ def token_terms(
     if centre_log_prob is None:
         centre_ratio, centre_diff = torch.ones((), dtype=dtype, device=ratio.device), prob_diff
     else:
-        centre_log_ratio = torch.where(mask, centre_log_prob.detach().to(dtype) - anchor, 0.0)
+        centre_log_ratio = torch.where(mask, centre_log_prob.detach().to(dtype), 0.0).sub_(anchor)
         centre_ratio = torch.exp(centre_log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
         centre_diff = torch.sub(ratio, centre_ratio).mul_(mu)
     return TokenTerms(log_ratio, clamped, ratio, mu, prob_diff, adv, centre_ratio, centre_diff)

@@ -103,6 +103,30 @@ POLICY_LOSS_FIELDS: dict[str, Setting] = {
 }
 
 
+# What a verl-drpo loss does with a valid token whose inputs are not finite: pi's, mu's or pi_prox's log-prob, the
+# advantage or the importance weight (a -inf rollout log-prob, a NaN from the engine), or, for a decoupled mode, a
+# weight from which mu cannot be recovered. These are data: one rank sees them, the others do not. "mask" (the
+# default) leaves such tokens out of the loss, counts them (metrics.NONFINITE_FRAC) and warns; the step goes on.
+# "raise" stops on the rank that saw them, which is rank-local: the other ranks wait in their next collective until
+# the NCCL timeout. A policy_loss config field of its own (a choice, not a number: no recipe variable, no sweep).
+NONFINITE_FIELD = "nonfinite_tokens"
+NONFINITE_CHOICES: tuple[str, ...] = ("mask", "raise")
+NONFINITE_DEFAULT = "mask"
+NONFINITE_HELP = (
+    "what the loss does with a valid token whose log-prob (pi, mu, pi_prox), advantage or importance weight is not "
+    "finite: 'mask' leaves it out of the loss and counts it in actor/drpo/nonfinite_frac (the step goes on); "
+    "'raise' stops with an error on the rank that saw it, so in a multi-GPU run the other ranks hang in their next "
+    "collective until the NCCL timeout (a debugging switch for one process)."
+)
+
+
+def nonfinite_problem(value) -> str | None:
+    """Why ``value`` is not a valid ``NONFINITE_FIELD`` (a sentence after the name), or None."""
+    if value not in NONFINITE_CHOICES:
+        return f"must be one of {', '.join(repr(c) for c in NONFINITE_CHOICES)}, got {value!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class LossMode:
     """A policy loss the project runs.

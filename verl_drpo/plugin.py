@@ -12,12 +12,18 @@ data-parallel splits sum to the global loss in every `loss_agg_mode`, provided `
 docs/algorithm.md). It multiplies by `rollout_is_weights` when verl passes them and adds no entropy or KL term
 (verl's `ppo_loss` adds those itself). The mathematics is in `verl_drpo.losses` (evaluated by `verl_drpo.fast`);
 metric names are in `verl_drpo.metrics` and docs/metrics.md.
+
+Errors: what every rank meets alike (shapes, dtypes, a missing config, drpo_prox without weights) raises. What one
+rank's data holds (a non-finite log-prob, advantage or weight at a valid token) does not: a raise there would leave
+the other ranks waiting in their next collective until the NCCL timeout. Those tokens are left out of the loss and
+counted (`actor/drpo/nonfinite_frac`) unless `policy_loss.nonfinite_tokens=raise` (`modes.NONFINITE_FIELD`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import time
 import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -56,6 +62,7 @@ def compute_policy_loss(
     """
     _check_inputs(loss_mode, old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
     loss = policy_loss_of(loss_mode, formula, config)
+    strict = nonfinite_policy(config) == "raise"
     decoupled = modes.uses_decoupled_inputs(loss_mode)
     if decoupled and rollout_is_weights is None:
         raise ValueError(_no_weights_message(loss_mode))
@@ -67,36 +74,140 @@ def compute_policy_loss(
 
     if decoupled:  # old_log_prob is log pi_prox; mu comes back from the weights pi_prox / mu
         anchor, recoverable = rollout_log_prob_from_decoupled(old_log_prob, rollout_is_weights, mask)
-        centre, unrecoverable = old_log_prob, (mask & ~recoverable).sum().float()
+        centre = old_log_prob
     else:
-        anchor, centre, unrecoverable = old_log_prob, None, torch.zeros((), device=mask.device)
-    if config.get("use_torch_compile", False):  # follow verl's switch: compiled exactly when verl compiles the actor
-        values, grad_coef, stats = fast.compiled_evaluate(loss, log_prob, anchor, advantages, mask, centre)
-    else:
-        values, grad_coef, stats = fast.evaluate(loss, log_prob, anchor, advantages, mask, "when_reached", centre)
-    loss_mat = fast.attach_gradient(log_prob, values, grad_coef)
-    if rollout_is_weights is not None and not decoupled:  # decoupled: the ratio is already on mu
-        loss_mat = loss_mat * torch.where(mask, rollout_is_weights.detach(), 0.0)
-    batch_info = config.get("global_batch_info", None) or {}
-    pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=mask, loss_agg_mode=loss_agg_mode, **batch_info)
-
-    # One device sync reads the loss and every statistic.
-    n_valid, n_unrecoverable, loss_value, *values_read = torch.stack(
-        [mask.sum().float(), unrecoverable, pg_loss.detach().float(), *(v.float() for v in stats.values())]
-    ).tolist()
+        anchor, centre, recoverable = old_log_prob, None, None
+    # The common case costs nothing extra: one evaluation over the valid tokens. A non-finite input at a valid token
+    # always shows in the statistics read by its one sync (log pi or mu: the unclamped |log r|; A or a weight: the
+    # loss), and an unrecoverable drpo_prox weight in its count; only then is the micro-batch looked at token by token.
+    unrecoverable = (mask & ~recoverable).sum() if decoupled else None
+    pg_loss, n_valid, _, loss_value, stats_read, _ = _loss_on(
+        loss_mode, loss, mask, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
+        loss_agg_mode, config, also_read=unrecoverable)
     if n_valid == 0:
         return _empty_mask_result(log_prob, mask)
-    if n_unrecoverable:
-        raise ValueError(_unrecoverable_message(loss_mode, int(n_unrecoverable), int(n_valid)))
-    if not all(math.isfinite(v) for v in (loss_value, *values_read)):
+    n_unrecoverable = stats_read.pop(_ALSO_READ, 0)
+    finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
+    if finite and not n_unrecoverable:
+        return pg_loss, _metrics(stats_read, nonfinite_frac=0.0)
+    if strict:  # rank-local: the other ranks wait in their next collective until the NCCL timeout
+        if n_unrecoverable:
+            raise ValueError(_unrecoverable_message(loss_mode, int(n_unrecoverable), int(n_valid)))
         raise FloatingPointError(_non_finite_message(loss_mode, mask, old_log_prob, log_prob, advantages,
                                                      rollout_is_weights))
-    return pg_loss, _metrics(dict(zip(stats, values_read)))
+    # Data errors are rank-local (one rank's micro-batch holds the -inf, the others do not), so the tokens they touch
+    # are left out and counted, and the step goes on.
+    kept = _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable,
+                          None if decoupled else rollout_is_weights)
+    pg_loss, _, n_kept, loss_value, stats_read, (values, grad_coef) = _loss_on(
+        loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
+        loss_agg_mode, config)
+    finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
+    if not finite and n_kept:  # finite inputs whose terms overflowed: leave those tokens out too, evaluate again
+        kept = kept & torch.isfinite(values) & torch.isfinite(grad_coef)
+        pg_loss, _, n_kept, loss_value, stats_read, _ = _loss_on(
+            loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
+            loss_agg_mode, config)
+        finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
+    if not finite:  # a sum overflowed: nothing of this micro-batch is usable
+        n_kept = 0
+    nonfinite_frac = (n_valid - n_kept) / n_valid
+    _nonfinite_report.add(loss_mode, int(n_valid - n_kept), int(n_valid))
+    if n_kept == 0:
+        return _empty_mask_result(log_prob, mask, nonfinite_frac)
+    return pg_loss, _metrics(stats_read, nonfinite_frac)
 
 
-def _metrics(stats: dict[str, float]) -> dict[str, float]:
-    """The logged names (``verl_drpo.metrics``, docs/metrics.md) of the statistics of `fast.evaluate`."""
-    out = {metrics.PREFIX + k: v for k, v in stats.items() if k not in metrics.INTERNAL}
+_ALSO_READ = "__also_read"
+
+
+def _loss_on(loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
+             loss_agg_mode, config, also_read=None):
+    """The loss aggregated over the tokens `kept` (a sub-mask of `mask`) and its statistics, read in one device sync.
+    Returns (pg_loss, valid tokens, kept tokens, loss value, statistics by name, (values, grad_coef)); a 0-dim
+    tensor `also_read` is read in the same sync and returned among the statistics under _ALSO_READ."""
+    if config.get("use_torch_compile", False):  # follow verl's switch: compiled exactly when verl compiles the actor
+        values, grad_coef, stats = fast.compiled_evaluate(loss, log_prob, anchor, advantages, kept, centre)
+    else:
+        values, grad_coef, stats = fast.evaluate(loss, log_prob, anchor, advantages, kept, "when_reached", centre)
+    loss_mat = fast.attach_gradient(log_prob, values, grad_coef)
+    if rollout_is_weights is not None and not decoupled:  # decoupled: the ratio is already on mu
+        loss_mat = loss_mat * torch.where(kept, rollout_is_weights.detach(), 0.0)
+    batch_info = config.get("global_batch_info", None) or {}
+    pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=kept, loss_agg_mode=loss_agg_mode, **batch_info)
+
+    extra = [] if also_read is None else [also_read.float()]
+    n_valid = mask.sum().float()
+    n_valid, n_kept, loss_value, *values_read = torch.stack(
+        [n_valid, n_valid if kept is mask else kept.sum().float(), pg_loss.detach().float(),
+         *(v.float() for v in stats.values()), *extra]
+    ).tolist()
+    stats_read = dict(zip(stats, values_read))
+    if also_read is not None:
+        stats_read[_ALSO_READ] = values_read[-1]
+    return pg_loss, n_valid, n_kept, loss_value, stats_read, (values, grad_coef)
+
+
+def _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable, weights) -> torch.Tensor:
+    """The valid tokens whose every input is finite (and, decoupled, whose mu is recoverable from its weight)."""
+    usable = mask & torch.isfinite(log_prob.detach()) & torch.isfinite(anchor) & torch.isfinite(advantages)
+    if centre is not None:
+        usable &= torch.isfinite(centre.detach())
+    if recoverable is not None:
+        usable &= recoverable
+    if weights is not None:
+        usable &= torch.isfinite(weights.detach())
+    return usable
+
+
+def nonfinite_policy(config: Any) -> str:
+    """`modes.NONFINITE_FIELD` of `config.policy_loss` ("mask" or "raise"); the default where the config lacks it."""
+    policy_loss = config.get("policy_loss", None) if config is not None and hasattr(config, "get") else None
+    value = policy_loss.get(modes.NONFINITE_FIELD, None) if policy_loss is not None else None
+    if value is None:
+        return modes.NONFINITE_DEFAULT
+    problem = modes.nonfinite_problem(value)
+    if problem:
+        raise ValueError(f"policy_loss.{modes.NONFINITE_FIELD} {problem}")
+    return value
+
+
+class _NonFiniteReport:
+    """One warning per rank at most every `interval_s` seconds (a training step takes longer), with the counts of
+    every micro-batch since the previous warning: a burst of bad tokens does not flood the log."""
+
+    def __init__(self, interval_s: float = 60.0):
+        self.interval_s = interval_s
+        self.last_warned = -math.inf
+        self.dropped = self.valid = self.micro_batches = 0
+
+    def add(self, loss_mode: str, dropped: int, valid: int) -> None:
+        self.dropped, self.valid, self.micro_batches = self.dropped + dropped, self.valid + valid, \
+            self.micro_batches + 1
+        now = time.monotonic()
+        if now - self.last_warned < self.interval_s:
+            return
+        warnings.warn(
+            f"loss_mode={loss_mode}: left {self.dropped} of {self.valid} valid tokens out of the loss in "
+            f"{self.micro_batches} micro-batch(es) since the last such warning, because a log-prob (pi, mu), "
+            f"advantage or importance weight there is not finite ({metrics.NONFINITE_FRAC} counts them per step). "
+            f"Override +{modes.POLICY_LOSS_KEY}.{modes.NONFINITE_FIELD}=raise to stop instead (rank-local: other "
+            "ranks then hang until the NCCL timeout).",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+        self.last_warned, self.dropped, self.valid, self.micro_batches = now, 0, 0, 0
+
+
+_nonfinite_report = _NonFiniteReport()
+
+
+def _metrics(stats: dict[str, float], nonfinite_frac: float) -> dict[str, float]:
+    """The logged names (``verl_drpo.metrics``, docs/metrics.md) of the statistics of `fast.evaluate`, and the share
+    of valid tokens left out for non-finite inputs."""
+    out = {metrics.logged_name(k): v for k, v in stats.items() if k not in metrics.INTERNAL}
+    out[metrics.NONFINITE_FRAC] = nonfinite_frac
+    out[metrics.EMPTY_MICROBATCH_FRAC] = 0.0
     # verl's dashboard conventions: clipfrac = share of tokens past the boundary (where DPPO would mask),
     # clipfrac_lower = the negative-advantage part of it, ppo_kl = mean(log mu - log pi).
     out[metrics.PG_CLIPFRAC] = stats["beyond_boundary_pos_frac"] + stats["beyond_boundary_neg_frac"]
@@ -105,12 +216,16 @@ def _metrics(stats: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _empty_mask_result(log_prob: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """No valid token (verl pads a batch that does not divide with all-masked samples): a zero loss that still has
-    a graph (verl calls backward on it), and the same metric keys as every other call, all 0.0. verl gathers
-    metrics per micro-batch across data-parallel ranks and requires the same keys everywhere."""
-    zero = torch.where(mask, log_prob, 0.0).sum() * 0.0
-    return zero, _metrics(dict.fromkeys(fast.STATISTIC_NAMES, 0.0))
+def _empty_mask_result(log_prob: torch.Tensor, mask: torch.Tensor,
+                       nonfinite_frac: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """No valid token (verl pads a batch that does not divide with all-masked samples), or none with finite inputs:
+    a zero loss that still has a graph (verl calls backward on it), and the same metric keys as every other call,
+    all 0.0 but `nonfinite_frac` and `empty_microbatch_frac` (1.0). verl gathers metrics per micro-batch across data-parallel ranks and requires the
+    same keys everywhere."""
+    zero = torch.where(torch.zeros_like(mask), log_prob, 0.0).sum() * 0.0  # selects no log_prob: no NaN
+    out = _metrics(dict.fromkeys(fast.STATISTIC_NAMES, 0.0), nonfinite_frac)
+    out[metrics.EMPTY_MICROBATCH_FRAC] = 1.0
+    return zero, out
 
 
 # ---- decoupled inputs: mu from pi_prox and the importance weights --------------------------------------------------
@@ -133,7 +248,8 @@ def recoverable_weights(rollout_is_weights: torch.Tensor) -> torch.Tensor:
 def rollout_log_prob_from_decoupled(old_log_prob: torch.Tensor, rollout_is_weights: torch.Tensor,
                                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log mu, recoverable): log mu = log pi_prox - log(pi_prox / mu) at valid tokens with recoverable weights, 0
-    elsewhere; `recoverable_weights` of the weights (the caller refuses a batch with an unrecoverable valid token)."""
+    elsewhere; `recoverable_weights` of the weights (the caller leaves a valid token with an unrecoverable weight out
+    of the loss, or refuses it in strict mode)."""
     dtype = losses.compute_dtype(old_log_prob)
     w = rollout_is_weights.detach().to(dtype)
     recoverable = recoverable_weights(rollout_is_weights)

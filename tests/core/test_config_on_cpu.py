@@ -53,6 +53,10 @@ def test_hook_composes_validates_and_converts_like_verl_does():
     assert actor.policy_loss.loss_mode == "drpo"
     assert actor.policy_loss.drpo_delta == 0.2 and actor.policy_loss.spo_epsilon == 3
     assert actor.policy_loss.mask_drpo_tv_delta == 0.15
+    assert actor.policy_loss.nonfinite_tokens == "mask"
+    strict = composed(f"+{PL}.nonfinite_tokens=raise")  # the strict opt-in, as docs/metrics.md writes it
+    validate_config(strict, use_reference_policy=False, use_critic=False)
+    assert omega_conf_to_dataclass(strict.actor_rollout_ref.actor).policy_loss.nonfinite_tokens == "raise"
 
 
 @pytest.mark.parametrize(
@@ -66,6 +70,7 @@ def test_hook_composes_validates_and_converts_like_verl_does():
         (f"+{PL}.drpo_delta=twelve", TypeError, "drpo_delta must be a number, got 'twelve'"),
         (f"+{PL}.mask_drpo_tv_delta=true", TypeError, "mask_drpo_tv_delta must be a number, got True"),
         (f"{PL}.loss_mode=dpro", ValueError, "loss_mode='dpro' is not a registered policy loss"),
+        (f"+{PL}.nonfinite_tokens=skip", ValueError, "nonfinite_tokens must be one of 'mask', 'raise', got 'skip'"),
     ],
 )
 def test_bad_values_fail_on_the_driver_with_a_clear_message(override, error, match):

@@ -11,6 +11,7 @@ from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_weig
 from verl.workers.utils.losses import ppo_loss
 
 from verl_drpo import fast, losses, modes, plugin
+from verl_drpo.config import DRPOPolicyLossConfig
 from verl_drpo.launch import preflight
 
 from test_config_on_cpu import PL, composed
@@ -160,28 +161,56 @@ def test_without_rollout_is_weights_it_names_the_decoupled_overrides():
                                         rollout_is_weights=None)
 
 
+def strict(loss_mode="drpo_prox"):
+    return actor_config(loss_mode, policy_loss=DRPOPolicyLossConfig(loss_mode=loss_mode, drpo_delta=0.3,
+                                                                    nonfinite_tokens="raise"))
+
+
 @pytest.mark.parametrize("bad", [0.0, math.exp(20.0), math.exp(-20.0), math.nan, math.inf])
-def test_a_weight_mu_cannot_be_recovered_from_is_refused_at_a_valid_token_only(bad):
+def test_a_weight_mu_cannot_be_recovered_from_leaves_its_valid_token_out_and_strict_mode_refuses_it(bad, monkeypatch):
+    monkeypatch.setattr(plugin, "_nonfinite_report", plugin._NonFiniteReport())
     lp, mu_lp, prox_lp, adv = three_policies(shape=(4, 8), dtype=torch.float32)
     mask = torch.ones_like(lp, dtype=torch.bool)
     mask[3, 5:] = False
     weights = verl_weights(prox_lp, mu_lp, mask)
     at_padding = weights.clone()
     at_padding[3, 6] = bad
-    call("drpo_prox", lp, prox_lp, adv, mask, actor_config("drpo_prox"), rollout_is_weights=at_padding)  # fine
+    _, clean = call("drpo_prox", lp, prox_lp, adv, mask, actor_config("drpo_prox"), rollout_is_weights=weights)
+    _, padded = call("drpo_prox", lp, prox_lp, adv, mask, actor_config("drpo_prox"), rollout_is_weights=at_padding)
+    assert padded == clean and clean["actor/drpo/nonfinite_frac"] == 0.0
+    call("drpo_prox", lp, prox_lp, adv, mask, strict(), rollout_is_weights=at_padding)  # fine in strict mode too
     at_valid = weights.clone()
     at_valid[1, 2] = bad
+    reduced = mask.clone()
+    reduced[1, 2] = False
+    x, x_ref = lp.clone().requires_grad_(True), lp.clone().requires_grad_(True)
+    with pytest.warns(RuntimeWarning, match="left 1 of 29 valid tokens"):
+        loss, metrics = call("drpo_prox", x, prox_lp, adv, mask, actor_config("drpo_prox"), rollout_is_weights=at_valid)
+    ref, ref_metrics = call("drpo_prox", x_ref, prox_lp, adv, reduced, actor_config("drpo_prox"),
+                            rollout_is_weights=weights)
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    assert metrics.pop("actor/drpo/nonfinite_frac") == pytest.approx(1 / 29)
+    ref_metrics.pop("actor/drpo/nonfinite_frac")
+    assert metrics == pytest.approx(ref_metrics)
     with pytest.raises(ValueError, match="1 of 29 valid tokens .* mu cannot be recovered"):
-        call("drpo_prox", lp, prox_lp, adv, mask, actor_config("drpo_prox"), rollout_is_weights=at_valid)
+        call("drpo_prox", lp, prox_lp, adv, mask, strict(), rollout_is_weights=at_valid)
 
 
-def test_icepop_zeroed_weights_from_verl_are_refused():
+def test_icepop_zeroed_weights_from_verl_are_left_out_and_refused_in_strict_mode(monkeypatch):
+    monkeypatch.setattr(plugin, "_nonfinite_report", plugin._NonFiniteReport())
     lp, mu_lp, prox_lp, adv = three_policies(shape=(4, 8), dtype=torch.float32)
     mask = torch.ones_like(lp, dtype=torch.bool)
     weights = verl_weights(prox_lp, mu_lp, mask, threshold="0.5_2.0")  # IcePop: zero outside [0.5, 2]
-    assert (weights == 0).any()
+    zeroed = int((weights == 0).sum())
+    assert zeroed
+    with pytest.warns(RuntimeWarning, match=f"left {zeroed} of 32 valid tokens"):
+        _, metrics = call("drpo_prox", lp, prox_lp, adv, mask, actor_config("drpo_prox"), rollout_is_weights=weights)
+    assert metrics["actor/drpo/nonfinite_frac"] == pytest.approx(zeroed / 32)
     with pytest.raises(ValueError, match="mu cannot be recovered"):
-        call("drpo_prox", lp, prox_lp, adv, mask, actor_config("drpo_prox"), rollout_is_weights=weights)
+        call("drpo_prox", lp, prox_lp, adv, mask, strict(), rollout_is_weights=weights)
 
 
 DECOUPLED_CFG = [f"{PL}.loss_mode=drpo_prox", *modes.DECOUPLED_OVERRIDES]

@@ -33,7 +33,9 @@ def test_every_name_in_the_table_is_registered_by_the_plugin():
 def test_config_fields_defaults_and_help_agree_with_the_table():
     inherited = {f.name for f in fields(PolicyLossConfig)}
     own = {f.name: f.default for f in fields(DRPOPolicyLossConfig) if f.name not in inherited}
-    assert own == {name: s.default for name, s in modes.POLICY_LOSS_FIELDS.items()}
+    assert own == {name: s.default for name, s in modes.POLICY_LOSS_FIELDS.items()} | {
+        modes.NONFINITE_FIELD: modes.NONFINITE_DEFAULT}
+    assert f"{modes.NONFINITE_FIELD} (str): {modes.NONFINITE_HELP}" in DRPOPolicyLossConfig.__doc__
     for name, setting in modes.POLICY_LOSS_FIELDS.items():
         assert f"{name} (float): {setting.help} Default {setting.default}." in DRPOPolicyLossConfig.__doc__
     for mode in modes.MODES.values():

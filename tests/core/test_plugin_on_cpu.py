@@ -145,7 +145,7 @@ def test_plain_policy_loss_config_uses_the_package_defaults():
     torch.testing.assert_close(a, b)
     ref = agg_loss(loss_mat=losses.drpo_token_loss(lp, old, adv, 12.5), loss_mask=mask, loss_agg_mode="token-mean")
     torch.testing.assert_close(a, ref)
-    assert 1 - 1 / 12.5 <= metrics["actor/drpo/weight_min"] <= metrics["actor/drpo/weight_max"] <= 1 + 1 / 12.5
+    assert 1 - 1 / 12.5 <= metrics["actor/drpo/weight_microbatch_min_mean"] <= metrics["actor/drpo/weight_microbatch_max_mean"] <= 1 + 1 / 12.5
 
 
 def test_boundary_metrics_follow_verl_clipfrac_conventions():
@@ -227,14 +227,118 @@ def test_compiled_evaluation_matches_eager_and_is_reused_across_shapes():
 # ---- bad input --------------------------------------------------------------------------------------------------
 
 
+# ---- non-finite inputs at valid tokens: left out of the loss and counted (strict mode: a rank-local error) ---------
+
+
+def strict_config(loss_mode="drpo", loss_agg_mode="token-mean"):
+    return actor_config(loss_mode, loss_agg_mode, policy_loss=DRPOPolicyLossConfig(
+        loss_mode=loss_mode, drpo_delta=0.3, nonfinite_tokens="raise"))
+
+
+BAD_AT = ((0, 0), (3, 0))  # two valid tokens of batch() (every sequence has at least one)
+
+
+@pytest.mark.parametrize("name", ["log_prob", "old_log_prob", "advantages", "rollout_is_weights"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("loss_mode", LOSS_MODES)
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_a_non_finite_input_leaves_its_token_out_exactly_as_the_mask_would(name, bad, loss_mode, loss_agg_mode,
+                                                                           monkeypatch):
+    """Value, gradient and every statistic equal those of the same call with the bad tokens removed from the mask;
+    the gradient is finite everywhere and zero at the bad tokens; nonfinite_frac is their share of valid tokens."""
+    monkeypatch.setattr(plugin, "_nonfinite_report", plugin._NonFiniteReport())
+    lp, old, adv, mask = batch()
+    tensors = {"log_prob": lp, "old_log_prob": old, "advantages": adv,
+               "rollout_is_weights": decoupled_weights(old) if loss_mode in DECOUPLED else torch.rand_like(lp) + 0.5}
+    clean = {k: v.clone() for k, v in tensors.items()}
+    for at in BAD_AT:
+        assert mask[at]
+        tensors[name][at] = bad
+    reduced = mask.clone()
+    for at in BAD_AT:
+        reduced[at] = False
+    config = actor_config(loss_mode, loss_agg_mode)
+
+    def run(t, m):
+        x = t["log_prob"].clone().requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the decoupled-anchor and non-finite warnings
+            loss, metrics = call(loss_mode, x, t["old_log_prob"], t["advantages"], m, config, t["rollout_is_weights"])
+        loss.backward()
+        return loss, x.grad, metrics
+
+    loss, grad, metrics = run(tensors, mask)
+    ref_loss, ref_grad, ref_metrics = run(clean, reduced)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-10, atol=1e-12)
+    assert torch.isfinite(grad).all() and all(grad[at] == 0 for at in BAD_AT)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+    assert metrics.pop("actor/drpo/nonfinite_frac") == pytest.approx(2 / int(mask.sum()))
+    assert ref_metrics.pop("actor/drpo/nonfinite_frac") == 0.0
+    assert metrics == pytest.approx(ref_metrics)
+
+
+def test_when_every_valid_token_is_non_finite_the_loss_is_zero_with_a_finite_gradient(monkeypatch):
+    monkeypatch.setattr(plugin, "_nonfinite_report", plugin._NonFiniteReport())
+    lp, old, adv, mask = batch(bs=2, length=4)
+    old = torch.full_like(old, float("-inf"))
+    x = lp.clone().requires_grad_(True)
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        loss, metrics = call("drpo", x, old, adv, mask, actor_config())
+    assert loss.item() == 0.0 and metrics["actor/drpo/nonfinite_frac"] == 1.0
+    assert metrics["actor/drpo/weight_mean"] == 0.0
+    loss.backward()
+    assert (x.grad == 0).all()
+
+
+def test_a_term_that_overflows_from_finite_inputs_leaves_its_token_out(monkeypatch):
+    """float32: an advantage of 3e38 times a ratio of e^20 is inf although every input is finite."""
+    monkeypatch.setattr(plugin, "_nonfinite_report", plugin._NonFiniteReport())
+    lp, old, adv, mask = batch(dtype=torch.float32)
+    adv[0, 0], lp[0, 0], old[0, 0] = 3e38, 0.0, -25.0
+    reduced = mask.clone()
+    reduced[0, 0] = False
+    config = actor_config()
+    with pytest.warns(RuntimeWarning, match="left 1 of"):
+        loss, metrics = call("drpo", lp, old, adv, mask, config)
+    ref, ref_metrics = call("drpo", lp, old, adv, reduced, config)
+    torch.testing.assert_close(loss, ref)
+    assert metrics["actor/drpo/nonfinite_frac"] == pytest.approx(1 / int(mask.sum()))
+    assert metrics["actor/drpo/ratio_mean"] == pytest.approx(ref_metrics["actor/drpo/ratio_mean"])
+
+
+def test_the_non_finite_warning_comes_at_most_once_an_interval_with_the_counts_since_the_last(monkeypatch):
+    lp, old, adv, mask = batch()
+    old[0, 0] = float("-inf")
+    n = int(mask.sum())
+    monkeypatch.setattr(plugin, "_nonfinite_report", plugin._NonFiniteReport(interval_s=3600.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(5):  # five micro-batches of one step
+            call("drpo", lp, old, adv, mask, actor_config())
+    assert [str(w.message).split(" in ")[0] for w in caught] == [f"loss_mode=drpo: left 1 of {n} valid tokens out of "
+                                                                  "the loss"]
+    plugin._nonfinite_report.interval_s = 0.0
+    with pytest.warns(RuntimeWarning, match=f"left 5 of {5 * n} valid tokens .* in 5 micro-batch"):
+        call("drpo", lp, old, adv, mask, actor_config())  # the four held back, and this one
+
+
 @pytest.mark.parametrize("name", ["log_prob", "old_log_prob", "advantages"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-def test_non_finite_input_at_a_valid_token_is_a_clear_error(name, bad):
+def test_strict_mode_raises_a_clear_error_naming_the_input(name, bad):
     lp, old, adv, mask = batch()
     tensors = {"log_prob": lp, "old_log_prob": old, "advantages": adv}
     tensors[name][0, 0] = bad
     with pytest.raises(FloatingPointError, match=f"{name}: 1 non-finite at valid tokens"):
-        call("drpo", tensors["log_prob"], tensors["old_log_prob"], tensors["advantages"], mask, actor_config())
+        call("drpo", tensors["log_prob"], tensors["old_log_prob"], tensors["advantages"], mask, strict_config())
+
+
+def test_strict_mode_is_a_validated_choice_of_the_config():
+    with pytest.raises(ValueError, match="nonfinite_tokens must be one of 'mask', 'raise', got 'skip'"):
+        DRPOPolicyLossConfig(loss_mode="drpo", nonfinite_tokens="skip")
+    assert DRPOPolicyLossConfig(loss_mode="drpo").nonfinite_tokens == "mask"
+    lp, old, adv, mask = batch()
+    _, metrics = call("drpo", lp, old, adv, mask, strict_config())
+    assert metrics["actor/drpo/nonfinite_frac"] == 0.0
 
 
 @pytest.mark.parametrize("loss_agg_mode", AGG_MODES)
@@ -304,6 +408,7 @@ def test_every_return_path_gives_the_same_metric_keys(loss_mode, compiled):
     _, zero_batch = call(loss_mode, lp[:0], old[:0], adv[:0], mask[:0], config)
     _, zero_length = call(loss_mode, lp[:, :0], old[:, :0], adv[:, :0], mask[:, :0], config)
     assert list(empty) == list(full) == list(zero_batch) == list(zero_length)
+    assert empty.pop("actor/drpo/empty_microbatch_frac") == 1.0 and full["actor/drpo/empty_microbatch_frac"] == 0.0
     assert set(empty.values()) == {0.0}
 
 

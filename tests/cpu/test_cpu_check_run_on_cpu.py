@@ -95,14 +95,26 @@ def test_resume_compares_the_data_side_with_the_uninterrupted_run(tmp_path):
 def test_max_weight_deviation_tells_a_prox_centred_weight_from_a_mu_centred_one(tmp_path):
     """drpo_prox at a one-mini-batch update: pi = pi_prox, so w = 1 even where |pi - mu| is large (the smoke's
     `prox` run); a weight centred on mu would be 1 -+ |pi - mu|/delta."""
-    stale = {"actor/drpo/abs_prob_diff_mean": 3e-2, "actor/drpo/weight_min": 1.0, "actor/drpo/weight_max": 1.0}
+    stale = {"actor/drpo/abs_prob_diff_mean": 3e-2, "actor/drpo/weight_microbatch_min_mean": 1.0,
+             "actor/drpo/weight_microbatch_max_mean": 1.0}
     assert check({1: _step(**stale)}, 1, "drpo_prox", max_weight_deviation=1e-2) == []
-    mu_centred = {**stale, "actor/drpo/weight_min": -2.0, "actor/drpo/weight_max": 4.0}
+    mu_centred = {**stale, "actor/drpo/weight_microbatch_min_mean": -2.0,
+                  "actor/drpo/weight_microbatch_max_mean": 4.0}
     assert any("not centred on the policy" in e
                for e in check({1: _step(**mu_centred)}, 1, "drpo_prox", max_weight_deviation=1e-2))
-    assert any("weight_min/max missing" in e for e in check({1: _step()}, 1, "drpo_prox", max_weight_deviation=1e-2))
+    assert any("weight_microbatch_min_mean/max missing" in e for e in check({1: _step()}, 1, "drpo_prox", max_weight_deviation=1e-2))
     p = _write(tmp_path, {1: _step(**stale)})
     assert main([str(p), "--steps", "1", "--loss-mode", "drpo_prox", "--max-weight-deviation", "1e-2"]) == 0
+    # one micro-batch in four empty: verl averages a 0 in for it; the check takes the mean over the other three
+    quarter_empty = {**stale, "actor/drpo/weight_microbatch_min_mean": 0.75,
+                     "actor/drpo/weight_microbatch_max_mean": 0.75, "actor/drpo/empty_microbatch_frac": 0.25}
+    assert check({1: _step(**quarter_empty)}, 1, "drpo_prox", max_weight_deviation=1e-2) == []
+
+
+def test_a_step_that_left_tokens_out_for_non_finite_inputs_fails():
+    assert check({1: _step(**{"actor/drpo/nonfinite_frac": 0.0})}, 1, "drpo") == []
+    errors = check({1: _step(**{"actor/drpo/nonfinite_frac": 0.01})}, 1, "drpo")
+    assert any("actor/drpo/nonfinite_frac = 0.01: tokens with a non-finite" in e for e in errors)
 
 
 def test_max_evicted_counts_verl_evictions_over_the_run(tmp_path):

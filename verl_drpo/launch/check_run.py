@@ -7,7 +7,8 @@ Always asserted (exit status 1 with the list of failures otherwise):
 - every step ``--first-step``..N was logged (the run completed) and every logged number is finite;
 - the update had something to follow: non-zero advantages and a non-zero, finite ``actor/grad_norm`` at every step;
 - the loss that ran is the one asked for: for verl-drpo's modes (``verl_drpo.modes.REGISTERED_NAMES``) the
-  ``actor/drpo/*`` diagnostics are present, finite and ``actor/drpo/weight_mean`` is non-zero; for verl's own modes
+  ``actor/drpo/*`` diagnostics are present, finite and ``actor/drpo/weight_mean`` is non-zero, and no token was left
+  out of the loss for a non-finite input (``actor/drpo/nonfinite_frac`` is 0 where logged); for verl's own modes
   no ``actor/drpo/*`` key appears.
 
 Optional checks, each reading verl's (or the plugin's) own metrics:
@@ -23,8 +24,9 @@ Optional checks, each reading verl's (or the plugin's) own metrics:
 - ``--min-stale-gap G``: at every step whose samples all lag >= 1 version, mean |pi - mu| >= G (staleness is
   measurable in the anchor gap, not only in the version counter).
 - ``--max-weight-deviation W``: the loss's gradient weight stays within 1 +- W at every step
-  (``actor/drpo/weight_min`` >= 1 - W, ``weight_max`` <= 1 + W). For ``drpo_prox`` with one mini-batch per step the
-  update sees pi = pi_prox, so its weight 1 - sign(A)(pi - pi_prox)/delta is 1 up to round-off, while a weight
+  (``actor/drpo/weight_microbatch_min_mean`` >= 1 - W, ``weight_microbatch_max_mean`` <= 1 + W, each divided by
+  1 - ``empty_microbatch_frac`` first, so that verl's zeros for empty micro-batches do not count). For ``drpo_prox``
+  with one mini-batch per step the update sees pi = pi_prox, so its weight 1 - sign(A)(pi - pi_prox)/delta is 1 up to round-off, while a weight
   centred on mu would be off by |pi - mu|/delta on a stale step: with ``--min-stale-gap`` this shows the loss got
   pi_prox as the centre and recovered mu as the anchor.
 - ``--max-lag K``: no trained trajectory's oldest token lags more than K policy versions
@@ -112,6 +114,10 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
             w = _num(m.get(M.WEIGHT_MEAN))
             if w is not None and w == 0:
                 errors.append(f"step {s}: {M.WEIGHT_MEAN} is 0")
+            left_out = _num(m.get(M.NONFINITE_FRAC))
+            if left_out:
+                errors.append(f"step {s}: {M.NONFINITE_FRAC} = {left_out:.3g}: tokens with a non-finite log-prob, "
+                              "advantage or weight were left out of the loss (docs/metrics.md)")
         elif drpo_keys:
             errors.append(f"step {s}: loss_mode {loss_mode} but verl-drpo metrics were logged: {drpo_keys[:3]}")
         for key, bound, what in ((ANCHOR_GAP, max_anchor_gap, "the rollout engine does not hold the actor's "
@@ -127,6 +133,9 @@ def check(steps: dict[int, dict], n_steps: int, loss_mode: str, max_anchor_gap: 
                 errors.append(f"step {s}: {key} = {gap:.3g} > {bound}: {what}")
         if max_weight_deviation is not None:
             w_lo, w_hi = _num(m.get(M.WEIGHT_MIN)), _num(m.get(M.WEIGHT_MAX))
+            with_tokens = 1.0 - (_num(m.get(M.EMPTY_MICROBATCH_FRAC)) or 0.0)  # verl averages in a 0 per empty one
+            if w_lo is not None and w_hi is not None and with_tokens > 0:
+                w_lo, w_hi = w_lo / with_tokens, w_hi / with_tokens
             if w_lo is None or w_hi is None:
                 errors.append(f"step {s}: {M.WEIGHT_MIN}/max missing")
             elif w_lo < 1 - max_weight_deviation or w_hi > 1 + max_weight_deviation:
@@ -195,6 +204,7 @@ def _check_staleness(steps: dict[int, dict], n_steps: int, k: int, min_stale_gap
 
 
 SUMMARY_KEYS = (M.SCORE_MEAN, M.PG_LOSS, M.GRAD_NORM, M.WEIGHT_MIN, M.WEIGHT_MEAN, M.WEIGHT_MAX, ANCHOR_GAP,
+                M.NONFINITE_FRAC, M.EMPTY_MICROBATCH_FRAC,
                 ROLLOUT_PROBS_DIFF, STALENESS + "min", STALENESS + "mean", STALENESS + "max",
                 M.STALENESS_WORST + "max", M.EVICTED, M.FULLY_ASYNC_STALE, M.FULLY_ASYNC_DROPPED,
                 M.RESPONSE_LENGTH_MEAN, M.STEP_TIME)
