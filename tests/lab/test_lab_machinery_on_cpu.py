@@ -305,3 +305,19 @@ def test_run_rl_in_float64_and_with_rounding():
     assert r["abs_prob_diff_mean"] > 0  # rounded behaviour weights: pi != mu from the first rollout
     assert len(r["curve"]["success"]) == 3 and len(r["curve"]["sampled_success"]) == 3
     assert all(s in (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0) for s in r["curve"]["sampled_success"])
+
+
+def test_bf16_rounded_logits_are_a_deterministic_biased_mismatch(task, model):
+    from verl_drpo.lab.train import logit_rounding
+
+    assert logit_rounding(Setting(0, 0.0, "bfloat16_logits")) == "bfloat16" and logit_rounding(Setting()) is None
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    prompts = task.encode_prompts(task.sample_symbols(8, torch.Generator().manual_seed(5)))
+    a = generate(model, prompts, task.spec.max_response_len, task.eos_id, task.pad_id, gen(), logit_rounding="bfloat16")
+    b = generate(model, prompts, task.spec.max_response_len, task.eos_id, task.pad_id, gen(), logit_rounding="bfloat16")
+    assert torch.equal(a.rollout_log_probs, b.rollout_log_probs)  # deterministic
+    pi = response_log_probs(model, a).detach()
+    gap = (pi - a.rollout_log_probs)[a.response_mask.bool()].abs()
+    # bfloat16 keeps 8 significant bits: logits of size ~1 move by up to 2^-8, so mu differs from pi by that order,
+    # far above float32 round-off (1e-6) and far below a real policy change
+    assert 1e-4 < gap.max().item() < 0.1

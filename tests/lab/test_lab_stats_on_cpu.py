@@ -155,3 +155,33 @@ def test_conclusions_state_only_differences_that_survive_correction():
     assert "14 distinct paired comparisons" in text and "2 have an uncorrected" not in text
     table = report.format_tables(summary)
     assert " *HB" in table and "| +0.008 [" in table and "] * |" in table
+
+
+def test_headline_verdict_rule_holm_and_tost_on_synthetic_runs(tmp_path):
+    from verl_drpo.lab import headline
+    from verl_drpo.lab.design import HEADLINE
+
+    assert headline.t_quantile(0.975, 4) == pytest.approx(2.776, abs=1e-3)
+    assert headline.t_quantile(0.95, 19) == pytest.approx(1.729, abs=1e-3)
+    assert headline.verdict(0.01, 0.05) == "supported" and headline.verdict(-0.05, -0.01) == "contradicted"
+    assert headline.verdict(-0.01, 0.05) == "unresolved"
+    seeds = list(HEADLINE.seeds)
+    base = [0.30 + 0.01 * (i % 5) for i in range(len(seeds))]
+    jitter = [0.002 * ((i * 7) % 5 - 2) for i in range(len(seeds))]  # -0.004..+0.004, mean 0
+    runs = []
+    for setting in ("k=0,sigma=0", "k=32,sigma=0", "k=0,sigma=0,bfloat16_logits"):
+        shift = {"pg_is": -0.08, "drpo": -0.08, "drpo_d0.2": -0.02, "dppo_tv": 0.0, "vanilla": -0.05}
+        for method, sft in shift.items():
+            for seed, b, j in zip(seeds, base, jitter):
+                v = b + (sft + (j if method == "drpo" else 0.0) if setting == "k=32,sigma=0" else 0.0)
+                runs.append({"method": method, "setting": setting, "seed": seed, "auc": v})
+    h = headline.analyse(runs, tuple(seeds))
+    p = h["primary"]
+    assert p["estimate"] == pytest.approx(-0.08) and p["high"] < 0 and p["verdict"] == "contradicted"
+    assert p["preregistered_grid"] and headline.primary_line(h).startswith("PRIMARY: ΔAUC drpo − dppo_tv at k=32")
+    # drpo - pg_is differs only by the jitter (sd 0.0029): the 90 % interval is far inside +-0.02
+    assert h["equivalence"]["equivalent"] and h["equivalence"]["margin"] == 0.02
+    assert h["manipulation_check"]["low"] > 0
+    assert [d["holm"] for d in h["secondary"][:2]] == [True, True]
+    assert len(h["secondary"]) == 4
+    assert not headline.analyse(runs, (0, 1))["primary"]["preregistered_grid"]

@@ -264,6 +264,9 @@ def _run(design: Design, args, argv: list[str], out) -> int:
         "environment": environment,
     }
     res = write_outputs(out.staging, runs, meta)
+    from .headline import add_to_outputs
+
+    res["headline"] = add_to_outputs(out.staging, runs, meta)
     if not args.no_plot:
         plot(out.staging / "lab.png", runs,
              title=f"verl_drpo.lab {design.name}: {cfg.steps} RL steps, seeds {list(design.seeds)}, {cfg.dtype}")
@@ -281,6 +284,10 @@ def _run(design: Design, args, argv: list[str], out) -> int:
     tokens = sum(r["tokens_trained"] for r in runs)
     print(f"[lab] cost: wall {wall:.0f} s, CPU {cpu:.0f} s (user+sys, workers included); {tokens} response tokens "
           f"trained")
+    if res.get("headline"):
+        from .headline import primary_line
+
+        print(primary_line(res["headline"]))
     print(f"[lab] wrote {args.out}/ (results.json, runs.csv, summary.csv, table.md, report.md, cost.json"
           + ("" if args.no_plot else ", lab.png") + ", manifest.json)")
     return 0
