@@ -244,3 +244,36 @@ def test_force_replaces_only_what_the_lab_wrote(tmp_path, capsys, monkeypatch):
     rc, err = _main_error(capsys, ["--quick", "--out", str(lab_out), "--force", "--no-plot", "--no-progress"])
     assert rc == 2 and "notes.md" in err and (lab_out / "notes.md").read_text() == "my notes"
     assert "only the files the lab wrote" in " ".join(build_parser().format_help().split())
+
+
+def test_headline_design_writes_the_primary_line_and_key(tmp_path, capsys, monkeypatch):
+    """--design headline: report.md has exactly one line beginning PRIMARY: and results.json a `primary` key with the
+    pre-registered verdict word (the grid itself is replaced by synthetic runs: this checks the wiring)."""
+    from verl_drpo.lab import runner
+    from verl_drpo.lab.__main__ import main
+    from verl_drpo.lab.design import HEADLINE
+
+    def grid(design, workers=1, threads=1, show_progress=True):
+        runs = []
+        for st in design.settings:
+            for m in design.methods:
+                for i, seed in enumerate(design.seeds):
+                    auc = 0.3 + 0.01 * (i % 4) - (0.05 if m in ("pg_is", "drpo") and st.staleness == 32 else 0.0)
+                    runs.append({"method": m, "setting": st.name, "seed": seed, "start_success": 0.3,
+                                 "final_success": auc, "auc": auc, "tokens_trained": 1, "ratio_max": 1.0,
+                                 "grad_norm_median": 1.0, "grad_norm_max": 1.0, "w_min": 1.0, "w_max": 1.0,
+                                 "stopped_at": None, "curve": {"eval_step": [0, 1], "success": [0.3, auc]},
+                                 "per_step": {"abs_prob_diff": [0.0]}})
+        return runs, {"warm_start_success": {str(s): 0.3 for s in design.seeds}, "mechanism_check": []}
+
+    monkeypatch.setattr(runner, "run_grid", grid)
+    out = tmp_path / "out"
+    assert main(["--design", "headline", "--out", str(out), "--no-plot", "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["primary"]) == {"contrast", "estimate", "low", "high", "verdict"}
+    assert res["primary"]["verdict"] == "contradicted" and res["primary"]["estimate"] == pytest.approx(-0.05)
+    assert res["meta"]["seeds"] == list(HEADLINE.seeds) and res["headline"]["primary"]["preregistered_grid"]
+    lines = [ln for ln in (out / "report.md").read_text().splitlines() if ln.startswith("PRIMARY:")]
+    assert len(lines) == 1 and "verdict contradicted" in lines[0] and "NOT the pre-registered" not in lines[0]
+    assert lines[0] in stdout
