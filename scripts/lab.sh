@@ -5,7 +5,8 @@
 # paired against pg_is and dppo_tv; results, table, generated conclusions and figure go to runs/lab/. Examples:
 #   bash scripts/lab.sh --quick                       # CI smoke run, about a minute
 #   bash scripts/lab.sh --full --out runs/lab_full    # the wide design (cost in docs/lab.md)
-#   bash scripts/lab.sh --dtype float64 --out runs/lab_f64
+#   bash scripts/lab.sh --dtype float64 --out runs/lab_f64      # a numerical check (same seeds), not a replication
+#   bash scripts/lab.sh --design headline --out runs/headline  # the pre-registered headline test, ~13 min; prints PRIMARY:
 # Design, default results and limits: docs/lab.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -10,5 +10,6 @@ limits: docs/lab.md.
 Modules: ``design`` (the configuration, methods, settings and the DEFAULT / FULL / QUICK grids), ``task`` (task,
 tokenizer, verifier), ``policy`` (model, sampler, behaviour-policy knobs), ``verl_path`` (methods -> ActorConfig,
 tensors -> ppo_loss), ``train`` (one run, exact evaluation), ``runner`` (the grid), ``report`` (paired statistics,
-generated conclusions, atomic output, figure), ``compare`` (two results folders, e.g. two float environments).
+generated conclusions with Holm/BH, atomic output, figure), ``headline`` (the pre-registered headline test's
+analysis: PRIMARY verdict, Holm secondaries, TOST), ``compare`` (two results folders, e.g. two float environments).
 """

@@ -21,18 +21,30 @@ KERNEL_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "
                 "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
+MAX_SEED = 2**32 - 1  # torch generators take 64-bit seeds; the lab offsets a seed by up to 20000 per stream
+MAX_SEED_COUNT = 1_000_000  # "--seeds N" builds the list 0..N-1; far larger lists exhaust memory before any check
+LARGE_GRID_RUNS = 1000  # above this many runs the lab states the cost and asks for --yes (--full has 960)
+VALUE_OPTIONS = ("--methods", "--staleness", "--mismatch", "--seeds")  # options whose value may start with "-"
+
+
 def _ints(s: str) -> list[int]:
     try:
-        return [int(x) for x in s.split(",") if x.strip()]
+        xs = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not xs:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {s!r}")
+    return xs
 
 
 def _floats(s: str) -> list[float]:
     try:
-        return [float(x) for x in s.split(",") if x.strip()]
+        xs = [float(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+    if not xs:
+        raise argparse.ArgumentTypeError(f"expected at least one number, got {s!r}")
+    return xs
 
 
 def _methods(s: str) -> list[str]:
@@ -46,13 +58,20 @@ def _methods(s: str) -> list[str]:
 
 
 def _seeds(s: str) -> list[int]:
-    xs = _ints(s)
+    try:
+        xs = _ints(s)
+    except argparse.ArgumentTypeError:
+        if s.strip(" ,") == "":
+            raise argparse.ArgumentTypeError("empty seed list") from None
+        raise
     if "," not in s and len(xs) == 1:  # "--seeds 5" means seeds 0..4
         if xs[0] < 2:
             raise argparse.ArgumentTypeError("--seeds N needs N >= 2 (paired intervals need two seeds)")
+        if xs[0] > MAX_SEED_COUNT:
+            raise argparse.ArgumentTypeError(f"--seeds N needs N <= {MAX_SEED_COUNT}, got {xs[0]}")
         return list(range(xs[0]))
-    if not xs:
-        raise argparse.ArgumentTypeError("empty seed list")
+    if any(x > MAX_SEED for x in xs):
+        raise argparse.ArgumentTypeError(f"seeds must be <= {MAX_SEED} (2**32 - 1), got {s!r}")
     if len(set(xs)) != len(xs):
         raise argparse.ArgumentTypeError(f"duplicate seed in {s!r}")
     if any(x < 0 for x in xs):
@@ -93,10 +112,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1), help="worker processes")
     p.add_argument("--out", type=Path, default=Path("runs/lab"), help="output folder (default runs/lab)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier lab output in --out: only the files the lab wrote there (listed in its "
+                        "manifest.json) are replaced; a folder that holds anything else is refused, never emptied")
+    p.add_argument("--yes", action="store_true",
+                   help=f"run a grid of more than {LARGE_GRID_RUNS} runs (without it the lab states the cost and stops)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    """`--seeds -1,2` -> `--seeds=-1,2`: argparse reads a value that starts with "-" and is not a plain negative
+    number as the next option and says "expected one argument"; joined, the value reaches its own check."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "--" \
+                and not argv[i + 1].startswith("--"):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def estimated_minutes(design: Design, workers: int) -> float:
+    """Rough wall minutes on this project's 2-core machine: a default run (40 steps, 8 x 8 rollouts) costs about
+    6 CPU s and a warm start about 10 (docs/lab.md, Cost); scaled by steps x rollout size, divided over workers."""
+    cfg = design.config
+    per_run = 6.0 * (cfg.steps * cfg.prompts_per_step * cfg.group_size) / (40 * 8 * 8)
+    cpu = len(design.methods) * len(design.settings) * len(design.seeds) * per_run + 10.0 * len(design.seeds)
+    return cpu / max(1, workers) / 60
+
+
+def check_design(design: Design, args) -> None:
+    """Refusals that need the whole design: staleness beyond the run, and large grids without --yes."""
+    cfg = design.config
+    budget = cfg.steps * cfg.mini_batches
+    for st in design.settings:
+        if st.staleness > budget:
+            raise ValueError(f"--staleness {st.staleness}: more than the run's {budget} optimizer steps "
+                             f"({cfg.steps} RL steps x {cfg.mini_batches} mini-batches); every rollout would come "
+                             f"from the warm start")
+    runs = len(design.methods) * len(design.settings) * len(design.seeds)
+    if runs > LARGE_GRID_RUNS and not getattr(args, "yes", False):
+        raise ValueError(f"{runs} runs ({len(design.methods)} methods x {len(design.settings)} settings x "
+                         f"{len(design.seeds)} seeds), about {estimated_minutes(design, args.workers):,.0f} minutes "
+                         f"with {args.workers} worker(s): pass --yes to run a grid of more than {LARGE_GRID_RUNS} runs")
 
 
 def design_from_args(args) -> Design:
@@ -149,7 +213,7 @@ def fingerprint(design: Design, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_dash_values(argv))
     from .report import OutputFolder
 
     out = OutputFolder(args.out, force=args.force)
@@ -157,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         design = design_from_args(args)
         if len(design.seeds) < 2 and not args.quick:
             raise ValueError("--seeds: paired intervals need at least 2 seeds")
+        check_design(design, args)
         out.check()
     except ValueError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -199,6 +264,9 @@ def _run(design: Design, args, argv: list[str], out) -> int:
         "environment": environment,
     }
     res = write_outputs(out.staging, runs, meta)
+    from .headline import add_to_outputs
+
+    res["headline"] = add_to_outputs(out.staging, runs, meta)
     if not args.no_plot:
         plot(out.staging / "lab.png", runs,
              title=f"verl_drpo.lab {design.name}: {cfg.steps} RL steps, seeds {list(design.seeds)}, {cfg.dtype}")
@@ -216,8 +284,12 @@ def _run(design: Design, args, argv: list[str], out) -> int:
     tokens = sum(r["tokens_trained"] for r in runs)
     print(f"[lab] cost: wall {wall:.0f} s, CPU {cpu:.0f} s (user+sys, workers included); {tokens} response tokens "
           f"trained")
+    if res.get("headline"):
+        from .headline import primary_line
+
+        print(primary_line(res["headline"]))
     print(f"[lab] wrote {args.out}/ (results.json, runs.csv, summary.csv, table.md, report.md, cost.json"
-          + ("" if args.no_plot else ", lab.png") + ")")
+          + ("" if args.no_plot else ", lab.png") + ", manifest.json)")
     return 0
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from verl_drpo import modes
 
 DTYPES = ("float32", "float64")
-BEHAVIOUR_ROUNDINGS = ("bfloat16", "float16")
+# behaviour weights rounded ("bfloat16", "float16") or the behaviour's logits rounded ("bfloat16_logits")
+BEHAVIOUR_ROUNDINGS = ("bfloat16", "float16", "bfloat16_logits")
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -182,8 +183,8 @@ class Setting:
 
     staleness: optimizer steps between behaviour and trained weights (0 = fresh weights at each rollout; the later
     mini-batches of a rollout are still 1..mini_batches-1 steps off). mismatch: std of i.i.d. Gaussian noise on the
-    behaviour logits. rounding: the behaviour weights rounded to a low-precision format (a deterministic,
-    engine-like bias of mu), or None.
+    behaviour logits. rounding: the behaviour weights rounded to a low-precision format, or ("bfloat16_logits") the
+    behaviour's logits rounded to bfloat16 before sampling (both deterministic, engine-like biases of mu), or None.
     """
 
     staleness: int = 0
@@ -257,4 +258,16 @@ PROX_LEARNING = Design("prox_learning", LabConfig(), _PROX_METHODS, _PROX_SETTIN
 PROX_DEGRADING = Design("prox_degrading", LabConfig(lr=PROX_DEGRADING_LR), _PROX_METHODS, _PROX_SETTINGS,
                         tuple(range(10)), _PROX_REFERENCES,
                         f"DRPO-prox test, degrading regime (lr {PROX_DEGRADING_LR:g})", True)
-DESIGNS = {d.name: d for d in (DEFAULT, FULL, QUICK, PROX_LEARNING, PROX_DEGRADING)}
+# The headline test (docs/lab/headline-preregistration.md, committed before any run of it): the degrading regime of
+# the DRPO-prox test (lr 1e-3, where PG-IS lost 0.080 AUC to DPPO-TV at k=32 in the pilot), staleness k in {0, 32}
+# at sigma 0 plus bf16-rounded behaviour logits at k=0, the paper's delta, and 20 seeds never used before (100-119).
+HEADLINE_SEEDS = tuple(range(100, 120))
+HEADLINE = Design(
+    "headline", LabConfig(lr=PROX_DEGRADING_LR),
+    methods=("pg_is", "drpo", "drpo_d0.2", "dppo_tv", "vanilla"),
+    settings=(Setting(0, 0.0), Setting(32, 0.0), Setting(0, 0.0, "bfloat16_logits")),
+    seeds=HEADLINE_SEEDS, references=("dppo_tv", "pg_is"),
+    summary="the pre-registered headline test: DRPO (delta 12.5) against DPPO-TV at k=32 (docs/lab.md)",
+    gain_in_every_setting=True,
+)
+DESIGNS = {d.name: d for d in (DEFAULT, FULL, QUICK, PROX_LEARNING, PROX_DEGRADING, HEADLINE)}

@@ -147,13 +147,17 @@ def generate(
     pad_id: int,
     gen: torch.Generator | None,
     logit_noise_std: float = 0.0,
+    logit_rounding: str | None = None,
 ) -> Rollout:
     """Sample at temperature 1; return the rollout with log mu of every sampled token.
 
     With ``logit_noise_std > 0`` the sampler uses logits + N(0, std^2) noise drawn from ``gen`` (the mismatch knob);
     mu is then the probability under the noisy logits, the distribution that actually sampled the token. The noise
     is drawn in float32 whatever the model's float type, so both float environments consume the same random stream.
+    With ``logit_rounding`` ("bfloat16" or "float16") the sampler's logits are rounded to that format first, as an
+    inference engine that computes its logits in low precision would: a deterministic, biased mismatch of mu.
     """
+    rounding_dtype = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}[logit_rounding]
     if logit_noise_std < 0 or not torch.isfinite(torch.tensor(logit_noise_std)):
         raise ValueError(f"logit_noise_std must be finite and >= 0, got {logit_noise_std}")
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)
@@ -163,6 +167,8 @@ def generate(
     out_ids, out_mask, out_logp = [], [], []
     for _ in range(max_new_tokens):
         logits = next_token_logits(model, ids, mask)[:, -1]
+        if rounding_dtype is not None:
+            logits = logits.to(rounding_dtype).to(logits.dtype)
         if logit_noise_std > 0:
             logits = logits + logit_noise_std * torch.randn(logits.shape, generator=gen).to(logits.dtype)
         logp_all = torch.log_softmax(logits, dim=-1)

@@ -62,6 +62,95 @@ def paired_interval(xs: list[float], ys: list[float]) -> Interval:
     return Interval(m, m - half, m + half, len(d))
 
 
+def t_two_sided_p(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t with an integer number of degrees of freedom, in closed form (Abramowitz &
+    Stegun 26.7.3-4: a finite series in cos(theta), theta = atan(|t| / sqrt(df))); no scipy needed."""
+    if df < 1:
+        raise ValueError("a t-test needs at least 2 paired values")
+    if math.isnan(t):
+        return float("nan")
+    if math.isinf(t):
+        return 0.0
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2, sin, cos = math.cos(theta) ** 2, math.sin(theta), math.cos(theta)
+    if df % 2:  # odd
+        series, term = (1.0 if df > 1 else 0.0), 1.0
+        for k in range(1, (df - 1) // 2):  # 1, (2/3) c2, (2*4)/(3*5) c2^2, ... up to df - 3
+            term *= c2 * (2 * k) / (2 * k + 1)
+            series += term
+        inside = 2 / math.pi * (theta + sin * cos * series)
+    else:
+        series, term = 1.0, 1.0
+        for k in range(1, df // 2):  # 1, (1/2) c2, (1*3)/(2*4) c2^2, ... up to df - 2
+            term *= c2 * (2 * k - 1) / (2 * k)
+            series += term
+        inside = sin * series
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
+def paired_p(d: dict) -> float:
+    """Two-sided p of the paired t-test behind an interval dict (mean, low, high, n): sd/sqrt(n) from the width."""
+    n = d["n"]
+    se = (d["high"] - d["low"]) / 2 / t975(n - 1)
+    if se == 0:
+        return 1.0 if d["mean"] == 0 else 0.0
+    return t_two_sided_p(d["mean"] / se, n - 1)
+
+
+def holm(ps: list[float], alpha: float = 0.05) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error): p_(i) * (m - i + 1), made monotone, capped at 1."""
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def benjamini_hochberg(ps: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (false-discovery rate): p_(i) * m / i, made monotone from the top."""
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i], reverse=True)
+    out, running = [0.0] * m, 1.0
+    for pos, i in enumerate(order):
+        rank = m - pos  # 1-based rank from the smallest
+        running = min(running, ps[i] * m / rank)
+        out[i] = min(1.0, running)
+    return out
+
+
+ALPHA = 0.05
+
+
+def apply_multiplicity(summary: list[dict], references=REFERENCES) -> dict:
+    """Adds p, p_holm, p_bh, holm and bh to every paired difference of the summary, within one family: all distinct
+    comparisons of the table (both metrics, every setting; A vs B and B vs A counted once). Returns the family's
+    size and survivor counts."""
+    keys: dict[tuple, float] = {}
+    cells = []
+    for s in summary:
+        for ref in references:
+            for short in ("auc", "final"):
+                d = s.get(f"d_{short}_vs_{ref}")
+                if d is None:
+                    continue
+                key = (s["setting"], short, frozenset((s["method"], ref)))
+                d["p"] = paired_p(d)
+                keys.setdefault(key, d["p"])
+                cells.append((key, d))
+    order = list(keys)
+    ph, pb = holm([keys[k] for k in order]), benjamini_hochberg([keys[k] for k in order])
+    adj = {k: (h, b) for k, h, b in zip(order, ph, pb)}
+    for key, d in cells:
+        d["p_holm"], d["p_bh"] = adj[key]
+        d["holm"], d["bh"] = adj[key][0] <= ALPHA, adj[key][1] <= ALPHA
+    m = len(order)
+    return {"comparisons": m, "expected_by_chance": ALPHA * m,
+            "uncorrected": sum(keys[k] <= ALPHA for k in order),
+            "holm": sum(adj[k][0] <= ALPHA for k in order), "bh": sum(adj[k][1] <= ALPHA for k in order)}
+
+
 def run_row(r: dict) -> dict:
     row = {k: r.get(k) for k in RUN_COLUMNS}
     row["verl_clipfrac"] = r.get("loss_metrics", {}).get(VERL_CLIPFRAC)
@@ -115,6 +204,7 @@ def summarize_runs(runs: list[dict], references=REFERENCES) -> list[dict]:
                 else:
                     row[f"d_{short}_vs_{ref}"] = None
         out.append(row)
+    apply_multiplicity(out, references)
     return out
 
 
@@ -140,10 +230,17 @@ def _f(x, fmt="{:.3f}"):
     return fmt.format(x)
 
 
+def _marks(d) -> str:
+    """`*` the 95 % interval excludes 0 (uncorrected); `H` survives Holm, `B` survives Benjamini-Hochberg (5 %,
+    within the table's family)."""
+    marks = ("*" if d["resolved"] else "") + ("H" if d.get("holm") else "") + ("B" if d.get("bh") else "")
+    return f" {marks}" if marks else ""
+
+
 def _iv(d):
     if d is None:
         return "ref"
-    return Interval(d["mean"], d["low"], d["high"], d["n"]).text() + (" *" if d["resolved"] else "")
+    return Interval(d["mean"], d["low"], d["high"], d["n"]).text() + _marks(d)
 
 
 def format_tables(summary: list[dict], references=REFERENCES) -> str:
@@ -156,6 +253,11 @@ def format_tables(summary: list[dict], references=REFERENCES) -> str:
         cells = [s["setting"], s["method"], _f(s["start_mean"]), _f(s["final_mean"]), _f(s["auc_mean"])]
         cells += [_iv(s[f"d_auc_vs_{r}"]) for r in refs] + [_iv(s[f"d_final_vs_{r}"]) for r in refs]
         lines.append("| " + " | ".join(cells) + " |")
+    family = apply_multiplicity(summary, refs)
+    lines.append("")
+    lines.append(f"Marks: `*` uncorrected 95 % interval excludes 0; `H` survives Holm, `B` survives Benjamini-Hochberg "
+                 f"(5 %, family: the {family['comparisons']} distinct comparisons of this table; about "
+                 f"{family['expected_by_chance']:.1f} would have `*` by chance).")
     head2 = ["setting", "method", "mean abs(π−μ)", "max r", "w mean", "w min", "w max", "beyond own bdry",
              "verl pg_clipfrac", "grad norm median", "grad norm max", "sampled final", "stopped"]
     lines += ["", "| " + " | ".join(head2) + " |", "|" + "|".join(["---"] * len(head2)) + "|"]
@@ -169,16 +271,49 @@ def format_tables(summary: list[dict], references=REFERENCES) -> str:
     return "\n".join(lines)
 
 
+def _learning_checks(learning) -> list[dict]:
+    return [learning] if isinstance(learning, dict) else [c for c in (learning or []) if c]
+
+
+def apply_multiplicity_to_learning(learning) -> dict | None:
+    """The learning checks (final - start per method and setting) are their own family: Holm and BH over them."""
+    gains = [g for c in _learning_checks(learning) for g in c["gain"].values()]
+    if not gains:
+        return None
+    for g in gains:
+        g["p"] = paired_p(g)
+    ph, pb = holm([g["p"] for g in gains]), benjamini_hochberg([g["p"] for g in gains])
+    for g, h, b in zip(gains, ph, pb):
+        g["p_holm"], g["p_bh"], g["holm"], g["bh"] = h, b, h <= ALPHA, b <= ALPHA
+    return {"comparisons": len(gains), "expected_by_chance": ALPHA * len(gains),
+            "uncorrected": sum(g["p"] <= ALPHA for g in gains), "holm": sum(g["holm"] for g in gains),
+            "bh": sum(g["bh"] for g in gains)}
+
+
+def _survives(d) -> str:
+    return "survives Holm and BH" if d.get("holm") else "survives BH, not Holm"
+
+
 def conclusions(summary: list[dict], learning, references=REFERENCES) -> list[str]:
-    """Sentences generated from the table: a difference is stated only where its 95 % interval excludes 0.
-    `learning` is one `learning_check` (the control setting) or a list of them (the first is the control)."""
+    """Sentences generated from the table: a difference is stated only where it survives the Benjamini-Hochberg
+    correction (false-discovery rate 5 %) within the table's family, and each says whether it also survives Holm
+    (family-wise 5 %). `learning` is one `learning_check` (the control setting) or a list of them (the first is the
+    control); the learning checks are a family of their own."""
     out = []
-    checks = [learning] if isinstance(learning, dict) else [c for c in (learning or []) if c]
+    family = apply_multiplicity(summary, references)
+    if family["comparisons"]:
+        out.append(f"Multiplicity: the table makes {family['comparisons']} distinct paired comparisons; "
+                   f"{family['uncorrected']} have an uncorrected 95 % interval that excludes 0, where about "
+                   f"{family['expected_by_chance']:.1f} would by chance if no method differed; {family['holm']} "
+                   f"survive Holm and {family['bh']} survive Benjamini-Hochberg at 5 %. Only those are stated below.")
+    checks = _learning_checks(learning)
+    apply_multiplicity_to_learning(checks)
     for i, check in enumerate(checks):
         where = f"On-policy ({check['setting']})" if i == 0 else f"In {check['setting']}"
         for method, g in check["gain"].items():
             iv = Interval(g["mean"], g["low"], g["high"], g["n"])
-            verdict = ("rises" if iv.low > 0 else "falls" if iv.high < 0 else "shows no resolved change")
+            verdict = (("rises" if iv.mean > 0 else "falls") + f" ({_survives(g)})" if g.get("bh")
+                       else "shows no change that survives correction")
             out.append(f"{where}, {method} {verdict}: final − start = {iv.text()} "
                        f"(seed spread of the start: sd {_f(check['start_sd_over_seeds'])}).")
     for setting in dict.fromkeys(s["setting"] for s in summary):
@@ -192,10 +327,10 @@ def conclusions(summary: list[dict], learning, references=REFERENCES) -> list[st
                     d = s[f"d_{short}_vs_{ref}"]
                     if d is None:
                         continue
-                    if d["resolved"]:
+                    if d.get("bh"):
                         word = "higher" if d["mean"] > 0 else "lower"
-                        resolved.append(f"{s['method']} has a {word} {label} than {ref} "
-                                        f"({_iv(d).rstrip(' *')})")
+                        iv = Interval(d["mean"], d["low"], d["high"], d["n"]).text()
+                        resolved.append(f"{s['method']} has a {word} {label} than {ref} ({iv}; {_survives(d)})")
                     else:
                         unresolved.append(f"{s['method']} ({label})")
             if not resolved and not unresolved:
@@ -204,7 +339,7 @@ def conclusions(summary: list[dict], learning, references=REFERENCES) -> list[st
             text = f"{setting}, against {ref}: "
             text += ("; ".join(resolved) + ". " if resolved else "")
             if unresolved:
-                text += "No difference resolved for " + ", ".join(unresolved) + "."
+                text += "No difference survives correction for " + ", ".join(unresolved) + "."
             out.append(text.strip())
     return out
 
@@ -235,7 +370,9 @@ def compare_environments(a: dict, b: dict) -> dict:
 
 
 def report_markdown(summary: list[dict], learning: dict | None, meta: dict) -> str:
-    lines = ["**Conclusions (generated from the table; `*` marks an interval that excludes 0):**", ""]
+    lines = ["**Conclusions (generated from the table; `*` marks an uncorrected 95 % interval that excludes 0, `H` a "
+             "difference that survives Holm's correction and `B` one that survives Benjamini-Hochberg's, both at 5 % "
+             "within the table's family; only `B` differences are stated):**", ""]
     lines += [f"- {c}" for c in conclusions(summary, learning, meta.get("references", REFERENCES))]
     mc = [c for c in meta.get("mechanism_check") or [] if c["relative_difference"] is not None]
     if mc:
@@ -249,13 +386,31 @@ def report_markdown(summary: list[dict], learning: dict | None, meta: dict) -> s
     return "\n".join(lines)
 
 
+MANIFEST = "manifest.json"  # the list of files the lab wrote into an output folder; --force replaces only those
+# what the lab wrote before it kept a manifest: an output folder without one may hold only these
+LAB_OUTPUT_NAMES = frozenset({"results.json", "runs.csv", "summary.csv", "table.md", "report.md", "cost.json",
+                              "lab.png", MANIFEST})
+
+
+def _lab_files(folder: Path) -> set[str]:
+    """Names the lab wrote into `folder`: its manifest's list, or the lab's fixed output names if it has none."""
+    try:
+        listed = json.loads((folder / MANIFEST).read_text())["files"]
+        if isinstance(listed, list) and all(isinstance(x, str) for x in listed):
+            return set(listed) | {MANIFEST}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return set(LAB_OUTPUT_NAMES)
+
+
 class OutputFolder:
     """The results folder, validated before any work and written atomically.
 
-    ``check()`` fails at once if ``path`` is a file, if it is a non-empty folder and ``force`` is off, or if its
-    parent is not writable (it creates the hidden staging folder next to it, which proves that). ``commit()`` moves
-    the staged files into place with renames; ``discard()`` removes the staging folder. A crash before ``commit``
-    leaves ``path`` as it was.
+    ``check()`` fails at once if ``path`` is a file, if it is a non-empty folder and ``force`` is off, if ``force``
+    is on but the folder holds anything the lab did not write (its manifest lists what it wrote), or if its parent
+    is not writable (it creates the hidden staging folder next to it, which proves that). ``commit()`` writes the
+    manifest and moves the staged files into place with renames; ``discard()`` removes the staging folder. A crash
+    before ``commit`` leaves ``path`` as it was. A user's own file in ``path`` is never deleted.
     """
 
     def __init__(self, path: Path, force: bool = False):
@@ -267,8 +422,16 @@ class OutputFolder:
         p = self.path
         if p.exists() and not p.is_dir():
             raise ValueError(f"--out {p}: exists and is not a folder")
-        if p.is_dir() and any(p.iterdir()) and not self.force:
-            raise ValueError(f"--out {p}: folder is not empty (pass --force to replace it, or choose another --out)")
+        if p.is_dir() and any(p.iterdir()):
+            if not self.force:
+                raise ValueError(f"--out {p}: folder is not empty (pass --force to replace an earlier lab output, "
+                                 f"or choose another --out)")
+            foreign = sorted(c.name + ("/" if c.is_dir() else "") for c in p.iterdir()
+                             if c.name not in _lab_files(p) or not c.is_file() or c.is_symlink())
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+                raise ValueError(f"--out {p}: --force replaces only what the lab wrote, and this folder also holds "
+                                 f"{shown}; move them or choose another --out")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             self.staging = Path(tempfile.mkdtemp(prefix=f".{p.name}.staging-", dir=p.parent))
@@ -280,6 +443,13 @@ class OutputFolder:
 
     def commit(self) -> None:
         assert self.staging is not None, "check() first"
+        names = sorted(c.name for c in self.staging.iterdir() if c.name != MANIFEST)
+        (self.staging / MANIFEST).write_text(json.dumps({"written_by": "python -m verl_drpo.lab",
+                                                          "files": names}, indent=1) + "\n")
+        if self.path.exists() and any(c.name not in _lab_files(self.path) for c in self.path.iterdir()):
+            kept, self.staging = self.staging, None  # discard() must not delete the new results
+            raise RuntimeError(f"--out {self.path}: a file the lab did not write appeared there during the run; "
+                               f"the new results are left in {kept}")
         old = None
         if self.path.exists():
             old = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}")
@@ -303,8 +473,11 @@ def write_outputs(folder: Path, runs: list[dict], meta: dict) -> dict:
         learning = [learning_check(runs, s) for s in meta["gain_settings"]]
     else:
         learning = learning_check(runs, meta["control_setting"]) if meta.get("control_setting") else None
+    multiplicity = {"table": apply_multiplicity(summary, references),
+                    "learning": apply_multiplicity_to_learning(learning)}
     (folder / "results.json").write_text(json.dumps(
-        {"meta": meta, "summary": summary, "learning": learning, "runs": runs}, indent=1, allow_nan=True))
+        {"meta": meta, "summary": summary, "learning": learning, "multiplicity": multiplicity, "runs": runs},
+        indent=1, allow_nan=True))
     with open(folder / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=RUN_COLUMNS)
         w.writeheader()

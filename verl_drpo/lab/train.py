@@ -182,6 +182,12 @@ class RunRecord:
     wall_s: float
 
 
+def logit_rounding(setting: Setting) -> str | None:
+    """The float format the behaviour's logits are rounded to ("bfloat16_logits" -> "bfloat16"), or None."""
+    r = setting.rounding
+    return r[: -len("_logits")] if r and r.endswith("_logits") else None
+
+
 def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_state: dict, progress=None) -> dict:
     """RL from the warm start with one method; returns curves and summary numbers (all plain Python)."""
     method = METHODS[method_name]
@@ -223,12 +229,12 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
     for step in range(1, cfg.steps + 1):
         b_step, b_state = snapshots.behaviour_state()
         behaviour.load_state_dict(b_state)
-        if setting.rounding:
+        if setting.rounding and not setting.rounding.endswith("_logits"):
             round_weights(behaviour, setting.rounding)
         symbols = task.sample_symbols(cfg.prompts_per_step, gen_prompts)
         prompts = [p for p in task.encode_prompts(symbols) for _ in range(cfg.group_size)]
         ro = generate(behaviour, prompts, task.spec.max_response_len, task.eos_id, task.pad_id, gen_sample,
-                      logit_noise_std=setting.mismatch)
+                      logit_noise_std=setting.mismatch, logit_rounding=logit_rounding(setting))
         sym_rep = [s for s in symbols for _ in range(cfg.group_size)]
         rewards = torch.tensor(
             [task.reward(s, r[m.bool()].tolist()) for s, r, m in zip(sym_rep, ro.response_ids, ro.response_mask)]
@@ -349,14 +355,14 @@ def gradient_relative_difference(cfg: LabConfig, init_state: dict, seed: int, me
     task = Task(cfg.task)
     model = new_model(cfg, task, seed)
     model.load_state_dict(init_state)
-    if setting.rounding:
+    if setting.rounding and not setting.rounding.endswith("_logits"):
         round_weights(model, setting.rounding)
     gen_prompts = torch.Generator().manual_seed(10_000 + seed)
     gen_sample = torch.Generator().manual_seed(20_000 + seed)
     symbols = task.sample_symbols(cfg.prompts_per_step, gen_prompts)
     prompts = [p for p in task.encode_prompts(symbols) for _ in range(cfg.group_size)]
     ro = generate(model, prompts, task.spec.max_response_len, task.eos_id, task.pad_id, gen_sample,
-                  logit_noise_std=setting.mismatch)
+                  logit_noise_std=setting.mismatch, logit_rounding=logit_rounding(setting))
     model.load_state_dict(init_state)
     sym_rep = [s for s in symbols for _ in range(cfg.group_size)]
     rewards = torch.tensor(
