@@ -200,7 +200,7 @@ def loss_rows(ctx: Context) -> list[Row]:
                                                              weights.double()),
                                loss_mask=mask, loss_agg_mode=config.loss_agg_mode)
                 ref.backward()
-                loss_err = abs(float(loss) - float(ref)) / max(abs(float(ref)), 1e-30)
+                loss_err = abs(float(loss.detach()) - float(ref.detach())) / max(abs(float(ref.detach())), 1e-30)
                 grad_err = _rel(x.grad, x_ref.grad)
                 name = "compiled" if compiled else "eager"
                 figures.append(f"{name} {loss_err:.1e}/{grad_err:.1e}" + (f" ({seconds:.1f}s)" if compiled else ""))
@@ -383,7 +383,7 @@ def run_checks(ctx: Context, checks=None) -> list[Row]:
 
 
 def format_table(rows: list[Row]) -> str:
-    width = max(len(r.check) for r in rows)
+    width = max((len(r.check) for r in rows), default=5)
     lines = [f"| {'check':<{width}} | result | figure |", f"|{'-' * (width + 2)}|--------|--------|"]
     lines += [f"| {r.check:<{width}} | {r.result:<6} | {r.figure} |" for r in rows]
     return "\n".join(lines)
