@@ -490,9 +490,20 @@ def test_token_budget_batching_reaches_actor_ref_and_rollout(tmp_path):
     arr = cfg.actor_rollout_ref
     assert arr.actor.use_dynamic_bsz and arr.ref.log_prob_use_dynamic_bsz and arr.rollout.log_prob_use_dynamic_bsz
     assert arr.actor.ppo_max_token_len_per_gpu == 6144
-    assert arr.ref.log_prob_max_token_len_per_gpu == arr.rollout.log_prob_max_token_len_per_gpu == 6144
     cfg, _ = composed(tmp_path)  # default: off, budget twice the longest sequence
     assert not cfg.actor_rollout_ref.actor.use_dynamic_bsz
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 2 * (512 + 1024)
+
+
+def test_token_budgets_follow_verls_rule_two_and_three_sequences(tmp_path):
+    """Issue 19 item 6: verl's rule, 2 x (prompt + response) per GPU for the update and 3 x for the log-prob passes
+    (the DAPO recipe had 10,240 = 1 x, twice the micro-batches); an explicit budget still wins."""
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", LOSS_MODE="drpo_prox")  # drpo_prox: its log-prob pass runs
+    arr, seq = cfg.actor_rollout_ref, 2048 + 8192
+    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2 * seq
+    assert arr.rollout.log_prob_max_token_len_per_gpu == 3 * seq
+    cfg, _ = composed(tmp_path, USE_DYNAMIC_BSZ="True", LOSS_MODE="drpo_prox", LOG_PROB_MAX_TOKEN_LEN_PER_GPU=5000)
+    assert cfg.actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu == 5000
     assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 2 * (512 + 1024)
 
 
@@ -520,7 +531,7 @@ def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
     val = arr.rollout.val_kwargs
     assert val.n == 16 and val.do_sample is True and val.temperature == 1.0 and val.top_p == 1.0
     assert [os.path.basename(f) for f in s["val_files"]] == ["aime24.parquet", "aime25.parquet"]
-    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2048 + 8192
+    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2 * (2048 + 8192)
     assert arr.rollout.tensor_model_parallel_size == 2 and s["total_training_steps"] == 800
     # the chat-template switch docs/reproduction.md suggests composes
     cfg, _ = composed(tmp_path, "dapo_qwen3_4b", "+data.apply_chat_template_kwargs.enable_thinking=True")
