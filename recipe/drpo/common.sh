@@ -114,7 +114,7 @@ drpo_check_variables() {
   drpo_require_choice REWARD default math_verify
   if [[ $REWARD == math_verify ]]; then  # verl's math-verify scorer would score every answer 0 without the package
     "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("math_verify") is None)' ||
-      drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} cannot import math_verify; pip install math-verify (on every node)"
+      drpo_fail "REWARD=math_verify (the paper's Math-Verify grader): PYTHON=${PYTHON} cannot import math_verify; pip install 'verl-drpo[core]' or math-verify (on every node), or REWARD=default for verl's scorer"
     "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("verl_drpo.data.rewards") is None)' ||
       drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} has no verl_drpo.data.rewards (the reward function); update verl-drpo"
   fi

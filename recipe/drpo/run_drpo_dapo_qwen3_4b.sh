@@ -29,6 +29,7 @@ USE_DYNAMIC_BSZ=${USE_DYNAMIC_BSZ:-True}             # token-budget micro-batche
 ROLLOUT_TP=${ROLLOUT_TP:-2}                          # vLLM tensor parallel size, as the authors' verl run
 GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.4}  # vLLM's share of each GPU, as the authors' verl run
 VAL_N=${VAL_N:-16}                                   # AIME avg@16: 16 sampled answers per problem
+REWARD=${REWARD:-math_verify}                        # the paper's grader, Math-Verify 1/0 (REWARD=default: math_dapo, +1/-1)
 VAL_DO_SAMPLE=${VAL_DO_SAMPLE:-True}
 VAL_TEMPERATURE=${VAL_TEMPERATURE:-1.0}
 

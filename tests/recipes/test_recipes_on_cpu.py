@@ -553,11 +553,35 @@ def test_math_verify_reward_without_the_package_is_one_clear_line(tmp_path):
 def test_math_verify_reward_is_verls_custom_reward_function(tmp_path):
     """REWARD=math_verify selects verl_drpo.data.rewards.math_verify_score (tested in test_rewards_on_cpu.py) through
     verl's reward.custom_reward_function hook; the default keeps verl's scorer of the data_source."""
-    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="math_verify")  # the stand-in's package probes succeed
+    cfg, _ = composed(tmp_path, "gsm8k", REWARD="math_verify")  # the stand-in's package probes succeed
     assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.data.rewards"
     assert cfg.reward.custom_reward_function.name == "math_verify_score"
-    cfg, _ = composed(tmp_path, "dapo_qwen3_4b")
+    cfg, _ = composed(tmp_path, "gsm8k")
     assert cfg.reward.custom_reward_function.path is None
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="default")
+    assert cfg.reward.custom_reward_function.path is None
+
+
+def test_the_dapo_recipe_grades_with_the_papers_math_verify_by_default(tmp_path):
+    """Issue 19 item 7: the paper's recipe uses the paper's reward (Math-Verify, 1/0), not math_dapo's +-1."""
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b")
+    assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.data.rewards"
+    assert cfg.reward.custom_reward_function.name == "math_verify_score"
+
+
+def test_the_dapo_recipe_without_math_verify_is_one_line_before_launch(tmp_path):
+    """A PYTHON that cannot import math_verify: the DAPO recipe's default stops with one line naming the package."""
+    no_math_verify = tmp_path / "python_without_math_verify.sh"
+    no_math_verify.write_text('#!/usr/bin/env bash\n'
+                              'if [[ "${1:-}" == -c && "${2:-}" == *math_verify* ]]; then exit 1; fi\n'
+                              f'exec {FAKE_PYTHON} "$@"\n')
+    no_math_verify.chmod(0o755)
+    proc, calls = record_calls(tmp_path, "dapo_qwen3_4b", PYTHON=no_math_verify, SKIP_DOCTOR=1)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "math-verify" in lines[0], proc.stderr
+    assert not calls  # nothing launched
+    proc, calls = record_calls(tmp_path, "dapo_qwen3_4b", PYTHON=no_math_verify, SKIP_DOCTOR=1, REWARD="default")
+    assert proc.returncode == 0, proc.stderr
 
 
 # ----------------------------------------------------------------------------------------- dry_run's own checks
