@@ -3,6 +3,9 @@
 
     python scripts/bench_fsdp_gpu.py                                    # Qwen2.5-0.5B shape, 1 GPU, drpo vs vanilla
     python scripts/bench_fsdp_gpu.py --loss-modes drpo vanilla dppo_tv --batch-size 32 --response-len 1024
+    python scripts/bench_fsdp_gpu.py --model-shape qwen3-4b-base --batch-size 8 --group-size 8 --micro-batch-size 1 \
+        --prompt-len 512 --response-len 8192 --steps 2 --warmup 1   # the paper's model shape (gpu-h200 figures)
+    python scripts/bench_fsdp_gpu.py --entropy on ...                  # with the entropy pass the recipes log
     python scripts/bench_fsdp_gpu.py --device cpu --model-shape tiny --steps 2 --warmup 1      # plumbing check, CPU
 
 What is measured: ``engine.train_batch`` of verl's FSDP2 language-model engine (``EngineRegistry``, the engine the
@@ -47,7 +50,25 @@ TINY_SHAPE = dict(
     num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0, rms_norm_eps=1e-6,
     tie_word_embeddings=True, hidden_act="silu",
 )
-SHAPES = {"qwen2.5-0.5b": QWEN25_05B_SHAPE, "tiny": TINY_SHAPE}
+# Qwen3-4B(-Base), the paper's model (config.json of the released model); 4.02 B parameters with tied embeddings.
+# Its heads are 128 wide although 32 heads x 128 != hidden 2560: Qwen3 sets head_dim explicitly.
+QWEN3_4B_SHAPE = dict(
+    vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+    tie_word_embeddings=True, hidden_act="silu",
+)
+# The Qwen3 code path at a CPU size; head_dim 32 != 64 / 4 like the real model's head_dim != hidden / heads.
+TINY_QWEN3_SHAPE = dict(
+    vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=32, max_position_embeddings=1024, rope_theta=10000.0, rms_norm_eps=1e-6,
+    tie_word_embeddings=True, hidden_act="silu",
+)
+# name -> (transformers config class, shape)
+SHAPES = {"qwen2.5-0.5b": ("Qwen2Config", QWEN25_05B_SHAPE), "tiny": ("Qwen2Config", TINY_SHAPE),
+          "qwen3-4b-base": ("Qwen3Config", QWEN3_4B_SHAPE), "tiny-qwen3": ("Qwen3Config", TINY_QWEN3_SHAPE)}
+# --entropy: what verl's actor computes besides the log-probs in the update (actor.calculate_entropy, and
+# actor.entropy_checkpointing, which recomputes the entropy in backward instead of keeping its inputs)
+ENTROPY = {"off": (False, False), "on": (True, False), "checkpointing": (True, True)}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,6 +87,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed updates per loss mode")
     p.add_argument("--warmup", type=int, default=2, help="untimed updates per loss mode first")
     p.add_argument("--mismatch", type=float, default=0.05, help="std of the noise between log pi and log mu")
+    p.add_argument("--entropy", choices=sorted(ENTROPY), default="off",
+                   help="entropy in the update (verl's actor.calculate_entropy; checkpointing: also "
+                        "actor.entropy_checkpointing). The recipes log it with entropy_coeff=0")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--attn-implementation", default="auto",
                    help="transformers attention: auto = flash_attention_2 on CUDA when flash_attn is installed "
@@ -103,12 +127,14 @@ def init_single_process(device: str) -> None:
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo", rank=0, world_size=1)
 
 
-def write_random_model(shape: dict, path: str, seed: int) -> None:
+def write_random_model(shape_name: str, path: str, seed: int) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    import transformers
+    from transformers import AutoModelForCausalLM
 
+    config_class, shape = SHAPES[shape_name]
     torch.manual_seed(seed)
-    config = Qwen2Config(**shape, torch_dtype="bfloat16")
+    config = getattr(transformers, config_class)(**shape, torch_dtype="bfloat16")
     model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
     model.save_pretrained(path)
 
@@ -135,7 +161,8 @@ def build_engine(model_path: str, args):
         override_config={"attn_implementation": attn_implementation(args)},
     )
     model_config.model_type = "language_model"
-    engine_config = FSDPEngineConfig(forward_only=False, strategy="fsdp2", use_remove_padding=True)
+    engine_config = FSDPEngineConfig(forward_only=False, strategy="fsdp2", use_remove_padding=True,
+                                     entropy_checkpointing=ENTROPY[args.entropy][1])
     optimizer_config = FSDPOptimizerConfig(lr=1e-6, clip_grad=1.0)
     engine = EngineRegistry.new(model_type="language_model", backend="fsdp2", model_config=model_config,
                                 engine_config=engine_config, optimizer_config=optimizer_config,
@@ -183,7 +210,7 @@ def make_batch(args, vocab_size: int, generator):
     }
 
 
-def to_engine_input(tensors: dict, args, extra: dict | None = None):
+def to_engine_input(tensors: dict, args, extra: dict | None = None, calculate_entropy: bool = False):
     from verl import DataProto
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import left_right_2_no_padding
@@ -193,7 +220,7 @@ def to_engine_input(tensors: dict, args, extra: dict | None = None):
     tu.assign_non_tensor(td, global_batch_size=args.batch_size, micro_batch_size_per_gpu=args.micro_batch_size,
                          use_dynamic_bsz=False, use_remove_padding=True, use_fused_kernels=False,
                          max_token_len_per_gpu=(args.prompt_len + args.response_len) * args.micro_batch_size,
-                         calculate_entropy=False)
+                         calculate_entropy=calculate_entropy)
     return td
 
 
@@ -248,12 +275,12 @@ def main(argv=None) -> int:
 
     print(f"[bench] torch {torch.__version__}, device {args.device}"
           + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
-          + f", attention {attn_implementation(args)}", flush=True)
-    shape = SHAPES[args.model_shape]
+          + f", attention {attn_implementation(args)}, entropy {args.entropy}", flush=True)
+    shape = SHAPES[args.model_shape][1]
     generator = torch.Generator().manual_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="bench_fsdp_") as model_dir:
         print(f"[bench] writing a random {args.model_shape} model to {model_dir}", flush=True)
-        write_random_model(shape, model_dir, args.seed)
+        write_random_model(args.model_shape, model_dir, args.seed)
         t0 = time.perf_counter()
         engine = build_engine(model_dir, args)
         print(f"[bench] engine ready in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -269,7 +296,8 @@ def main(argv=None) -> int:
         peak: dict[str, float] = {}
         for step in range(args.warmup + args.steps):
             for mode in args.loss_modes:  # interleaved
-                td = to_engine_input(tensors, args, {"old_log_probs": old_log_probs})
+                td = to_engine_input(tensors, args, {"old_log_probs": old_log_probs},
+                                     calculate_entropy=ENTROPY[args.entropy][0])
                 if args.device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 seconds, metrics = timed_update(engine, td, loss_fns[mode], args.device)
@@ -285,7 +313,8 @@ def main(argv=None) -> int:
     ref = statistics.median(times[args.loss_modes[0]])
     results = []
     print(f"\n[bench] {args.model_shape}, batch {args.batch_size} x (prompt {args.prompt_len} + response "
-          f"{args.response_len}), micro-batch {args.micro_batch_size}, {n_tokens} response tokens per update")
+          f"{args.response_len}), micro-batch {args.micro_batch_size}, entropy {args.entropy}, {n_tokens} response "
+          "tokens per update")
     vs = "vs " + args.loss_modes[0]
     print(f"{'loss_mode':<10} {'median s':>9} {'mean s':>8} {'resp tok/s':>11} {'peak GiB':>9} {vs:>10}")
     for mode in args.loss_modes:
@@ -293,7 +322,8 @@ def main(argv=None) -> int:
         row = dict(loss_mode=mode, median_s=med, mean_s=mean, tokens_per_s=n_tokens / med,
                    peak_mem_gib=peak.get(mode), relative=med / ref, steps=times[mode],
                    pg_loss=last_metrics[mode].get("actor/pg_loss"), grad_norm=last_metrics[mode].get("grad_norm"),
-                   drpo_weight_mean=last_metrics[mode].get("actor/drpo/weight_mean"))
+                   drpo_weight_mean=last_metrics[mode].get("actor/drpo/weight_mean"),
+                   entropy=last_metrics[mode].get("actor/entropy_loss", last_metrics[mode].get("actor/entropy")))
         results.append(row)
         peak_s = f"{row['peak_mem_gib']:.2f}" if row["peak_mem_gib"] is not None else "n/a"
         print(f"{mode:<10} {med:>9.3f} {mean:>8.3f} {row['tokens_per_s']:>11.0f} {peak_s:>9} {row['relative']:>9.3f}x")

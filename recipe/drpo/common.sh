@@ -114,7 +114,7 @@ drpo_check_variables() {
   drpo_require_choice REWARD default math_verify
   if [[ $REWARD == math_verify ]]; then  # verl's math-verify scorer would score every answer 0 without the package
     "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("math_verify") is None)' ||
-      drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} cannot import math_verify; pip install math-verify (on every node)"
+      drpo_fail "REWARD=math_verify (the paper's Math-Verify grader): PYTHON=${PYTHON} cannot import math_verify; pip install 'verl-drpo[core]' or math-verify (on every node), or REWARD=default for verl's scorer"
     "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("verl_drpo.data.rewards") is None)' ||
       drpo_fail "REWARD=math_verify: PYTHON=${PYTHON} has no verl_drpo.data.rewards (the reward function); update verl-drpo"
   fi
@@ -129,10 +129,11 @@ drpo_check_variables() {
   [[ $LOGGER =~ ^\[.*\]$ ]] || drpo_fail "LOGGER=${LOGGER}: must be a list such as '[\"console\",\"file\"]'"
   (( TRAIN_BATCH_SIZE % PPO_MINI_BATCH_SIZE == 0 )) ||
     drpo_fail "TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE}: must be a multiple of PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE}"
-  # token budgets (verl's use_dynamic_bsz): empty means twice the longest sequence; one whole sequence must fit
+  # token budgets (verl's use_dynamic_bsz), verl's rule when empty: twice the longest sequence for the update, three
+  # times for the log-prob passes (no gradient, no optimizer state); one whole sequence must fit
   local seq=$(( MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH ))
   PPO_MAX_TOKEN_LEN_PER_GPU=${PPO_MAX_TOKEN_LEN_PER_GPU:-$(( 2 * seq ))}
-  LOG_PROB_MAX_TOKEN_LEN_PER_GPU=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU:-$PPO_MAX_TOKEN_LEN_PER_GPU}
+  LOG_PROB_MAX_TOKEN_LEN_PER_GPU=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU:-$(( 3 * seq ))}
   for name in PPO_MAX_TOKEN_LEN_PER_GPU LOG_PROB_MAX_TOKEN_LEN_PER_GPU; do
     drpo_require_int "$name" 1
     [[ $USE_DYNAMIC_BSZ == False ]] || (( ${!name} >= seq )) ||
@@ -162,7 +163,7 @@ drpo_shared_variables() {
   ROLLOUT_N=${ROLLOUT_N:-8}
   USE_DYNAMIC_BSZ=${USE_DYNAMIC_BSZ:-False}            # True: token-budget micro-batches instead of *_MICRO_BATCH_*
   PPO_MAX_TOKEN_LEN_PER_GPU=${PPO_MAX_TOKEN_LEN_PER_GPU:-}  # token budget (empty: 2 x (prompt + response))
-  LOG_PROB_MAX_TOKEN_LEN_PER_GPU=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU:-}  # (empty: PPO_MAX_TOKEN_LEN_PER_GPU)
+  LOG_PROB_MAX_TOKEN_LEN_PER_GPU=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU:-}  # (empty: 3 x (prompt + response))
   LR=${LR:-1e-6}
   TEMPERATURE=${TEMPERATURE:-1.0}                      # mu must be the sampling distribution: keep 1.0
   REWARD=${REWARD:-default}                            # default: verl's scorer of the data_source; math_verify

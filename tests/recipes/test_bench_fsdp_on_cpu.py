@@ -43,3 +43,5 @@ def test_cpu_plumbing_runs_real_fsdp_updates(tmp_path):
     # the DRPO loss really ran inside the engine: its diagnostics came back through verl's metrics
     assert abs(results["drpo"]["drpo_weight_mean"] - 1.0) < 1.0 / 12.5 + 1e-6
     assert results["vanilla"]["drpo_weight_mean"] is None
+    # --entropy off (the default): the update computed no entropy
+    assert results["drpo"]["entropy"] is None

@@ -526,9 +526,20 @@ def test_token_budget_batching_reaches_actor_ref_and_rollout(tmp_path):
     arr = cfg.actor_rollout_ref
     assert arr.actor.use_dynamic_bsz and arr.ref.log_prob_use_dynamic_bsz and arr.rollout.log_prob_use_dynamic_bsz
     assert arr.actor.ppo_max_token_len_per_gpu == 6144
-    assert arr.ref.log_prob_max_token_len_per_gpu == arr.rollout.log_prob_max_token_len_per_gpu == 6144
     cfg, _ = composed(tmp_path)  # default: off, budget twice the longest sequence
     assert not cfg.actor_rollout_ref.actor.use_dynamic_bsz
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 2 * (512 + 1024)
+
+
+def test_token_budgets_follow_verls_rule_two_and_three_sequences(tmp_path):
+    """Issue 19 item 6: verl's rule, 2 x (prompt + response) per GPU for the update and 3 x for the log-prob passes
+    (the DAPO recipe had 10,240 = 1 x, twice the micro-batches); an explicit budget still wins."""
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", LOSS_MODE="drpo_prox")  # drpo_prox: its log-prob pass runs
+    arr, seq = cfg.actor_rollout_ref, 2048 + 8192
+    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2 * seq
+    assert arr.rollout.log_prob_max_token_len_per_gpu == 3 * seq
+    cfg, _ = composed(tmp_path, USE_DYNAMIC_BSZ="True", LOSS_MODE="drpo_prox", LOG_PROB_MAX_TOKEN_LEN_PER_GPU=5000)
+    assert cfg.actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu == 5000
     assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 2 * (512 + 1024)
 
 
@@ -556,7 +567,7 @@ def test_the_papers_dapo_recipe_is_the_released_configuration(tmp_path):
     val = arr.rollout.val_kwargs
     assert val.n == 16 and val.do_sample is True and val.temperature == 1.0 and val.top_p == 1.0
     assert [os.path.basename(f) for f in s["val_files"]] == ["aime24.parquet", "aime25.parquet"]
-    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2048 + 8192
+    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 2 * (2048 + 8192)
     assert arr.rollout.tensor_model_parallel_size == 2 and s["total_training_steps"] == 800
     # the chat-template switch docs/reproduction.md suggests composes
     cfg, _ = composed(tmp_path, "dapo_qwen3_4b", "+data.apply_chat_template_kwargs.enable_thinking=True")
@@ -578,11 +589,35 @@ def test_math_verify_reward_without_the_package_is_one_clear_line(tmp_path):
 def test_math_verify_reward_is_verls_custom_reward_function(tmp_path):
     """REWARD=math_verify selects verl_drpo.data.rewards.math_verify_score (tested in test_rewards_on_cpu.py) through
     verl's reward.custom_reward_function hook; the default keeps verl's scorer of the data_source."""
-    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="math_verify")  # the stand-in's package probes succeed
+    cfg, _ = composed(tmp_path, "gsm8k", REWARD="math_verify")  # the stand-in's package probes succeed
     assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.data.rewards"
     assert cfg.reward.custom_reward_function.name == "math_verify_score"
-    cfg, _ = composed(tmp_path, "dapo_qwen3_4b")
+    cfg, _ = composed(tmp_path, "gsm8k")
     assert cfg.reward.custom_reward_function.path is None
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b", REWARD="default")
+    assert cfg.reward.custom_reward_function.path is None
+
+
+def test_the_dapo_recipe_grades_with_the_papers_math_verify_by_default(tmp_path):
+    """Issue 19 item 7: the paper's recipe uses the paper's reward (Math-Verify, 1/0), not math_dapo's +-1."""
+    cfg, _ = composed(tmp_path, "dapo_qwen3_4b")
+    assert cfg.reward.custom_reward_function.path == "pkg://verl_drpo.data.rewards"
+    assert cfg.reward.custom_reward_function.name == "math_verify_score"
+
+
+def test_the_dapo_recipe_without_math_verify_is_one_line_before_launch(tmp_path):
+    """A PYTHON that cannot import math_verify: the DAPO recipe's default stops with one line naming the package."""
+    no_math_verify = tmp_path / "python_without_math_verify.sh"
+    no_math_verify.write_text('#!/usr/bin/env bash\n'
+                              'if [[ "${1:-}" == -c && "${2:-}" == *math_verify* ]]; then exit 1; fi\n'
+                              f'exec {FAKE_PYTHON} "$@"\n')
+    no_math_verify.chmod(0o755)
+    proc, calls = record_calls(tmp_path, "dapo_qwen3_4b", PYTHON=no_math_verify, SKIP_DOCTOR=1)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "math-verify" in lines[0], proc.stderr
+    assert not calls  # nothing launched
+    proc, calls = record_calls(tmp_path, "dapo_qwen3_4b", PYTHON=no_math_verify, SKIP_DOCTOR=1, REWARD="default")
+    assert proc.returncode == 0, proc.stderr
 
 
 # ----------------------------------------------------------------------------------------- dry_run's own checks
