@@ -30,7 +30,7 @@ RECIPES = {
 }
 SWEEP = os.path.join(RECIPE_DIR, "sweep.sh")
 FAKE_PYTHON = os.path.join(os.path.dirname(__file__), "fake_python.sh")
-LOSS_MODES = ("drpo", "mask_drpo", "spo", "pg_is", "dppo_tv", "dppo_kl", "vanilla")
+LOSS_MODES = ("drpo", "mask_drpo", "spo", "pg_is", "dppo_tv", "dppo_kl", "vanilla", "cispo", "gspo", "sapo", "dro")
 TRAINER_MODES = ("sync", "colocate_async", "separate_async", "fully_async")
 BASE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled", "RAY_AUTH_MODE": "disabled"}
 DRPO_DELTA_KEY = "actor_rollout_ref.actor.policy_loss.drpo_delta"
@@ -315,6 +315,11 @@ EXPECTED_LOSS_SETTINGS = {
     "dppo_tv": {"clip_ratio_low": 0.15, "clip_ratio_high": 0.15, "clip_ratio_c": 10000.0},
     "dppo_kl": {"clip_ratio_low": 0.05, "clip_ratio_high": 0.05, "clip_ratio_c": 10000.0},
     "vanilla": {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0},
+    # the baselines verl ships, with their papers' (or verl examples') settings
+    "cispo": {"clip_ratio_low": 10.0, "clip_ratio_high": 0.2},
+    "gspo": {"clip_ratio_low": 3e-4, "clip_ratio_high": 4e-4},
+    "sapo": {"tau_pos": 1.0, "tau_neg": 1.05},
+    "dro": {"dro_beta": 0.05},
 }
 
 
