@@ -139,3 +139,21 @@ def test_baseline_variables_set_their_keys():
     assert "actor_rollout_ref.actor.tau_pos=0.5" in out and "actor_rollout_ref.actor.tau_neg=2" in out
     out = modes.recipe_overrides("dro", environ={"DRO_BETA": "0.2"})
     assert "actor_rollout_ref.actor.policy_loss.dro_beta=0.2" in out
+
+
+def test_dros_stationary_point_is_multiplicative_and_it_penalises_zero_advantage_tokens():
+    """docs/algorithm.md's comparison with DRPO: verl's dro has its per-token optimum at log r = A/beta (pi* = mu
+    e^(A/beta), not DRPO's mu + sign(A) delta), and pulls back a token with A = 0 that drifted from mu."""
+    beta = 0.05
+    old = torch.log(torch.tensor([[0.5, 0.01, 0.2, 0.3]], dtype=torch.float64))
+    adv = torch.tensor([[0.02, -0.03, 0.0, 0.0]], dtype=torch.float64)
+    lp = (old + adv / beta).clone()
+    lp[0, 3] = old[0, 3] + 0.1  # zero advantage, drifted
+    lp.requires_grad_(True)
+    mask = torch.ones_like(lp, dtype=torch.bool)
+    config = actor_config("dro", use_torch_compile=False, dro_beta=beta)
+    loss, _ = get_policy_loss_fn("dro")(old_log_prob=old, log_prob=lp, advantages=adv, response_mask=mask,
+                                        loss_agg_mode="token-sum", config=config)
+    loss.backward()
+    torch.testing.assert_close(lp.grad[0, :3], torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(lp.grad[0, 3], torch.tensor(beta * 0.1, dtype=torch.float64), rtol=1e-9, atol=0)
