@@ -33,6 +33,9 @@ TRAINING: tuple[tuple[str, str], ...] = (
     ("rollout_is", RC + "rollout_is"), ("rollout_is_threshold", RC + "rollout_is_threshold"),
     ("rollout_is_batch_normalize", RC + "rollout_is_batch_normalize"),
     ("rollout_name", R + "name"), ("rollout_mode", R + "mode"), ("rollout_n", R + "n"),
+    # precision (the recipes' PRECISION): the training engine's and the rollout engine's own keys
+    ("fsdp_mixed_precision", A + "fsdp_config.mixed_precision"), ("megatron_dtype", A + "megatron.dtype"),
+    ("rollout_dtype", R + "dtype"), ("rollout_quantization", R + "quantization"),
     ("calculate_log_probs", R + "calculate_log_probs"), ("logprobs_mode", R + "logprobs_mode"),
     ("temperature", R + "temperature"), ("top_p", R + "top_p"), ("top_k", R + "top_k"),
     ("max_prompt_length", "data.max_prompt_length"), ("max_response_length", "data.max_response_length"),
