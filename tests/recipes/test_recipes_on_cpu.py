@@ -251,7 +251,7 @@ def test_help_is_the_recipes_own_variables_in_a_screenful(tmp_path, script):
     assert proc.returncode == 0, proc.stderr
     assert calls == []  # no doctor, no Hydra help
     lines = proc.stdout.splitlines()
-    assert len(lines) <= 60
+    assert len(lines) <= 63  # 60 before ENGINE, ROLLOUT, PRECISION (issue 21): the coordinator may fold them
     assert "TRAINER_MODE: sync | colocate_async | separate_async | fully_async" in proc.stdout
     for name in (("RECIPE", "LOSS_MODES", "SEEDS") if script == "sweep" else
                  ("PPO_MINI_BATCH_SIZE", "STALENESS", "LOGGER", "USE_DYNAMIC_BSZ", "MAX_RESPONSE_LENGTH")):
