@@ -65,13 +65,15 @@ DRPOPolicyLossConfig = policy_loss_config_class(modes.POLICY_LOSS_FIELDS)
 def actor_config(loss_mode: str, **fields) -> ActorConfig:
     """A verl ActorConfig that runs ``loss_mode`` with its settings from the table (``verl_drpo.modes``): the mode's
     hyper-parameters in a ``DRPOPolicyLossConfig`` and its baseline settings on the ActorConfig (clip ratios,
-    DPPO's delta). ``fields`` override or add to them, each routed by name: a name of ``POLICY_LOSS_FIELDS`` or
-    ``modes.NONFINITE_FIELD`` goes to the policy-loss config, any other to the ActorConfig. The fields verl requires
+    DPPO's delta; verl's own policy-loss fields such as ``dro_beta``). ``fields`` override or add to them, each
+    routed by name: a name of ``POLICY_LOSS_FIELDS``, ``modes.NONFINITE_FIELD`` or a policy-loss setting of the mode
+    (``where="policy_loss"``) goes to the policy-loss config, any other to the ActorConfig. The fields verl requires
     default to one GPU, one sample per prompt, micro-batch 1, verl's ``fsdp`` strategy."""
     mode = modes.get(loss_mode)
     values = {s.field: s.default for s in mode.settings} | fields
-    own = {*modes.POLICY_LOSS_FIELDS, modes.NONFINITE_FIELD}
-    policy_loss = {k: v for k, v in values.items() if k in own}
-    actor = {k: v for k, v in values.items() if k not in own}
+    to_policy_loss = ({*modes.POLICY_LOSS_FIELDS, modes.NONFINITE_FIELD}
+                      | {s.field for s in mode.settings if s.where == "policy_loss"})
+    policy_loss = {k: v for k, v in values.items() if k in to_policy_loss}
+    actor = {k: v for k, v in values.items() if k not in to_policy_loss}
     actor = {"strategy": "fsdp", "rollout_n": 1, "ppo_micro_batch_size_per_gpu": 1} | actor
     return ActorConfig(policy_loss=DRPOPolicyLossConfig(loss_mode=loss_mode, **policy_loss), **actor)

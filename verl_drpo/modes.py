@@ -143,7 +143,9 @@ class LossMode:
         mode). "decoupled": ``old_log_prob`` is log pi_prox (verl's recomputed old log-probs) and
         ``rollout_is_weights`` is pi_prox / mu, token-level and untruncated, from which the loss recovers mu
         (``DECOUPLED_OVERRIDES`` make verl do that; the preflight refuses any other decoupled configuration).
-    actor: baseline settings carried by verl's ActorConfig (clip ratios, DPPO's delta).
+    actor: the settings a verl built-in reads from verl's own config: ActorConfig fields (clip ratios, DPPO's
+        delta, SAPO's temperatures) or, with ``where="policy_loss"``, fields of verl's own PolicyLossConfig
+        (``dro_beta``), which verl's YAML already has (so they are overridden without Hydra's ``+``).
     aliases: other names registered for the same loss (configs written for other code bases).
     """
 
@@ -211,6 +213,39 @@ MODES: dict[str, LossMode] = {
                         Setting("clip_ratio_high", 0.28, "CLIP_RATIO_HIGH", "eps_high (clip-higher)", where="actor"),
                         Setting("clip_ratio_c", 3.0, "CLIP_RATIO_C", "verl's dual-clip c", where="actor",
                                 **_DUAL_CLIP))),
+        # The baselines verl ships that a reader of the DRPO paper compares against, each with the settings of its
+        # own paper or verl's example; all run on the recipes' one aggregation (loss_agg_mode) and anchor, so that
+        # a comparison is one LOSS_MODE apart (sapo aggregates seq-mean-token-mean whatever loss_agg_mode says).
+        LossMode("cispo", "CISPO: -sg(clip(r, 1 - eps_low, 1 + eps_high)) A log pi, every token keeps a gradient "
+                 "(verl's loss)", "MiniMax-M1, arXiv 2506.13585; DPPO's no-trust-region baseline", "verl", True,
+                 actor=(Setting("clip_ratio_low", 10.0, "CISPO_CLIP_RATIO_LOW",
+                                "CISPO's eps_low: 10 leaves the weight unbounded below (1 - 10 < 0), as verl's "
+                                "example run_cispo_qwen2_5_0_5b_gsm8k.sh", where="actor"),
+                        Setting("clip_ratio_high", 0.2, "CISPO_CLIP_RATIO_HIGH",
+                                "CISPO's eps_high: the IS weight is truncated at 1 + eps_high (verl's example)",
+                                where="actor"))),
+        LossMode("gspo", "GSPO: PPO's clip on the sequence-level ratio (geometric mean of token ratios) "
+                 "(verl's loss)", "arXiv 2507.18071, Sec. 5.1", "verl", False,
+                 actor=(Setting("clip_ratio_low", 3e-4, "GSPO_CLIP_RATIO_LOW",
+                                "GSPO's eps_low on the sequence ratio (paper Sec. 5.1, verl's gspo examples)",
+                                where="actor"),
+                        Setting("clip_ratio_high", 4e-4, "GSPO_CLIP_RATIO_HIGH",
+                                "GSPO's eps_high on the sequence ratio (paper Sec. 5.1, verl's gspo examples)",
+                                where="actor"))),
+        LossMode("sapo", "SAPO: a sigmoid gate (4/tau) sigma(tau (r - 1)) in place of the hard clip (verl's loss)",
+                 "arXiv 2511.20347", "verl", False,
+                 actor=(Setting("tau_pos", 1.0, "SAPO_TAU_POS",
+                                "SAPO's gate temperature for A > 0 (the paper's and verl's example value)",
+                                where="actor"),
+                        Setting("tau_neg", 1.05, "SAPO_TAU_NEG",
+                                "SAPO's gate temperature for A <= 0, above tau_pos (the paper's and verl's example "
+                                "value)", where="actor"))),
+        LossMode("dro", "DRO: -(A log pi - beta/2 (log pi - log mu)^2), a quadratic in log-ratio space (verl's loss)",
+                 "verl PR #7245 (verl 0.9.1 core_algos.compute_policy_loss_dro)", "verl", True,
+                 actor=(Setting("dro_beta", 0.05, "DRO_BETA",
+                                "DRO's penalty weight beta on (log pi - log mu)^2; verl has no default and "
+                                "refuses none or <= 0. 0.05 is the value of verl's usage example (PR #7245)",
+                                minimum=0.0, inclusive=False, why_minimum="verl requires dro_beta > 0"),)),
     )
 }
 
@@ -236,7 +271,8 @@ def recipe_overrides(name: str, environ=None) -> list[str]:
     out = [f"{POLICY_LOSS_KEY}._target_={POLICY_LOSS_TARGET}", f"{POLICY_LOSS_KEY}.loss_mode={name}"]
     for s in mode.settings:
         if s.where == "policy_loss":
-            out.append(f"+{POLICY_LOSS_KEY}.{s.field}={s.value(environ)}")
+            plus = "+" if s.field in POLICY_LOSS_FIELDS else ""  # the config hook's fields are not in verl's YAML
+            out.append(f"{plus}{POLICY_LOSS_KEY}.{s.field}={s.value(environ)}")
         else:
             out.append(f"{ACTOR_KEY}.{s.field}={s.value(environ)}")
     if mode.verl_inputs == "decoupled":

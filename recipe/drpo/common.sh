@@ -10,6 +10,7 @@
 #   drpo_require_*            one clear line (variable, value, what is allowed) for every bad value, exit 2
 #   drpo_check_variables      the checks of the variables every recipe has
 #   drpo_loss_overrides       LOSS_MODE -> LOSS_OVERRIDES, from the one table of loss modes (verl_drpo/modes.py)
+#   drpo_backend_overrides    ENGINE, ROLLOUT, PRECISION -> ENGINE_OVERRIDES, ROLLOUT_OVERRIDES (verl's own keys)
 #   drpo_trainer_mode         TRAINER_MODE + STALENESS -> MODE_OVERRIDES, ENTRY, DRY_RUN_ENTRY
 #   drpo_user_overrides       the command line's overrides -> USER_OVERRIDES (see there)
 #   drpo_preflight            before a real launch of a decoupled-input mode (drpo_prox): the dry run's checks
@@ -126,6 +127,9 @@ drpo_check_variables() {
   [[ -z $ROLLOUT_GPUS_PER_NODE ]] || drpo_require_int ROLLOUT_GPUS_PER_NODE 1
   [[ $CHECKPOINT_BACKEND =~ ^[A-Za-z][A-Za-z0-9_]*$ ]] || drpo_fail "CHECKPOINT_BACKEND=${CHECKPOINT_BACKEND}: must" \
     "name one of verl's checkpoint engines (nccl, naive, nixl, ...)"
+  drpo_require_choice ENGINE fsdp2 megatron
+  drpo_require_choice ROLLOUT vllm sglang
+  drpo_require_choice PRECISION bf16 fp16 fp8-rollout
   [[ $LOGGER =~ ^\[.*\]$ ]] || drpo_fail "LOGGER=${LOGGER}: must be a list such as '[\"console\",\"file\"]'"
   (( TRAIN_BATCH_SIZE % PPO_MINI_BATCH_SIZE == 0 )) ||
     drpo_fail "TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE}: must be a multiple of PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE}"
@@ -149,6 +153,9 @@ drpo_shared_variables() {
   LOSS_MODE=${LOSS_MODE:-drpo}                         # the table verl_drpo/modes.py; see --help
   DRPO_DELTA=${DRPO_DELTA:-}                           # empty: the paper's 12.5; < 1 makes the TV boundary reachable
   TRAINER_MODE=${TRAINER_MODE:-sync}                   # sync colocate_async separate_async fully_async
+  ENGINE=${ENGINE:-fsdp2}                              # training engine: fsdp2 | megatron (verl's model_engine)
+  ROLLOUT=${ROLLOUT:-vllm}                             # rollout engine: vllm | sglang
+  PRECISION=${PRECISION:-bf16}                         # bf16 | fp16 (training and rollout) | fp8-rollout (bf16 train)
   STALENESS=${STALENESS:-}                             # V1 async: int k (empty: 1); fully_async: s >= 0 (empty: 0.5)
   STALENESS_STRATEGY=${STALENESS_STRATEGY:-wait}       # V1 async: wait for stale groups (dropless), or drop
   ROLLOUT_GPUS_PER_NODE=${ROLLOUT_GPUS_PER_NODE:-}     # separate/fully async rollout pool (empty: N_GPUS_PER_NODE/2)
@@ -212,11 +219,11 @@ drpo_override_groups() {
     ALGORITHM+=(reward.custom_reward_function.path=pkg://verl_drpo.data.rewards
                 reward.custom_reward_function.name=math_verify_score)
   fi
-  ACTOR=(  # model and actor (FSDP2): several mini-batch updates per rollout, all against the same mu
+  ACTOR=(  # model and actor (ENGINE): several mini-batch updates per rollout, all against the same mu
     "actor_rollout_ref.model.path=${MODEL_PATH}"
     actor_rollout_ref.model.use_remove_padding=True
     actor_rollout_ref.model.enable_gradient_checkpointing=True
-    actor_rollout_ref.actor.strategy=fsdp2
+    "${ENGINE_OVERRIDES[@]}"  # ENGINE and its training PRECISION (drpo_backend_overrides)
     "actor_rollout_ref.actor.optim.lr=${LR}"
     actor_rollout_ref.actor.optim.clip_grad=1.0
     "actor_rollout_ref.actor.ppo_mini_batch_size=${PPO_MINI_BATCH_SIZE}"
@@ -240,8 +247,8 @@ drpo_override_groups() {
     "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=${USE_DYNAMIC_BSZ}"
     "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU}"
   )
-  ROLLOUT=(  # vLLM, async agent loop (verl's only rollout mode), the full untruncated sampling distribution
-    actor_rollout_ref.rollout.name=vllm
+  ROLLOUT=(  # vLLM or SGLang, async agent loop (verl's only rollout mode), the full untruncated sampling distribution
+    "${ROLLOUT_OVERRIDES[@]}"  # ROLLOUT and its PRECISION (drpo_backend_overrides)
     actor_rollout_ref.rollout.mode=async
     "actor_rollout_ref.rollout.n=${ROLLOUT_N}"
     "actor_rollout_ref.rollout.temperature=${TEMPERATURE}"
@@ -283,6 +290,7 @@ drpo_compose() {
   drpo_shared_variables
   drpo_check_variables   # one clear line per bad value, before anything runs
   drpo_loss_overrides    # LOSS_MODE -> LOSS_OVERRIDES, from the table
+  drpo_backend_overrides # ENGINE, ROLLOUT, PRECISION -> ENGINE_OVERRIDES, ROLLOUT_OVERRIDES
   drpo_trainer_mode      # TRAINER_MODE, STALENESS -> MODE_OVERRIDES, ENTRY
   drpo_override_groups   # -> DATA ALGORITHM ACTOR ROLLOUT TRAINER, and OVERRIDES
   drpo_user_overrides "$@"
@@ -322,7 +330,8 @@ PY
 # hyper-parameter's recipe variable (DRPO_DELTA, SPO_EPSILON, DPPO_TV_DELTA, ...) from the environment.
 drpo_loss_overrides() {
   export DRPO_DELTA SPO_EPSILON MASK_DRPO_TV_DELTA DPPO_TV_DELTA DPPO_KL_DELTA DPPO_CLIP_RATIO_C \
-         CLIP_RATIO_LOW CLIP_RATIO_HIGH CLIP_RATIO_C
+         CLIP_RATIO_LOW CLIP_RATIO_HIGH CLIP_RATIO_C CISPO_CLIP_RATIO_LOW CISPO_CLIP_RATIO_HIGH \
+         GSPO_CLIP_RATIO_LOW GSPO_CLIP_RATIO_HIGH SAPO_TAU_POS SAPO_TAU_NEG DRO_BETA
   local errors; errors=$(mktemp)
   mapfile -t LOSS_OVERRIDES < <("$PYTHON" -m verl_drpo overrides "$LOSS_MODE" 2> "$errors")
   if ! wait $!; then  # the table's own one-line error (LOSS_MODE=...: unknown loss mode ...), named like ours
@@ -330,6 +339,30 @@ drpo_loss_overrides() {
   fi
   cat "$errors" >&2; rm -f "$errors"
   (( ${#LOSS_OVERRIDES[@]} )) || drpo_fail "LOSS_MODE=${LOSS_MODE}: '$PYTHON -m verl_drpo overrides' printed nothing"
+}
+
+# ENGINE, ROLLOUT and PRECISION -> ENGINE_OVERRIDES (in ACTOR) and ROLLOUT_OVERRIDES (in ROLLOUT), each from verl
+# 0.9.1's own keys (docs/recipes.md, "Engines and precision"):
+#   ENGINE=fsdp2     actor.strategy=fsdp2; megatron: verl's model_engine=megatron (its McoreActorConfig, whose
+#                    megatron.* keys, e.g. tensor/expert parallel sizes, are then Hydra overrides of their own)
+#   ROLLOUT          rollout.name; both return the sampled tokens' log-probs with calculate_log_probs=True (mu)
+#   PRECISION=bf16   verl's defaults (FSDP param_dtype bf16 / Megatron dtype bfloat16; rollout dtype bfloat16)
+#            fp16    FSDP mixed_precision param_dtype=fp16 (verl adds its loss scaler) or Megatron dtype=float16,
+#                    and rollout dtype=float16: the paper's FP16 setting
+#            fp8-rollout  bf16 training, rollout.quantization=fp8 (vLLM; SGLang >= 0.5.5): the largest mismatch
+drpo_backend_overrides() {
+  case $ENGINE in
+    fsdp2) ENGINE_OVERRIDES=(actor_rollout_ref.actor.strategy=fsdp2)
+           [[ $PRECISION != fp16 ]] ||
+             ENGINE_OVERRIDES+=(+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp16) ;;
+    megatron) ENGINE_OVERRIDES=(model_engine=megatron)
+              [[ $PRECISION != fp16 ]] || ENGINE_OVERRIDES+=(actor_rollout_ref.actor.megatron.dtype=float16) ;;
+  esac
+  ROLLOUT_OVERRIDES=("actor_rollout_ref.rollout.name=${ROLLOUT}")
+  case $PRECISION in
+    fp16) ROLLOUT_OVERRIDES+=(actor_rollout_ref.rollout.dtype=float16) ;;
+    fp8-rollout) ROLLOUT_OVERRIDES+=(actor_rollout_ref.rollout.quantization=fp8) ;;
+  esac
 }
 
 # TRAINER_MODE and STALENESS -> MODE_OVERRIDES, ENTRY (the module a real run starts), DRY_RUN_ENTRY. A policy version

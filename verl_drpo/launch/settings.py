@@ -33,6 +33,9 @@ TRAINING: tuple[tuple[str, str], ...] = (
     ("rollout_is", RC + "rollout_is"), ("rollout_is_threshold", RC + "rollout_is_threshold"),
     ("rollout_is_batch_normalize", RC + "rollout_is_batch_normalize"),
     ("rollout_name", R + "name"), ("rollout_mode", R + "mode"), ("rollout_n", R + "n"),
+    # precision (the recipes' PRECISION): the training engine's and the rollout engine's own keys
+    ("fsdp_mixed_precision", A + "fsdp_config.mixed_precision"), ("megatron_dtype", A + "megatron.dtype"),
+    ("rollout_dtype", R + "dtype"), ("rollout_quantization", R + "quantization"),
     ("calculate_log_probs", R + "calculate_log_probs"), ("logprobs_mode", R + "logprobs_mode"),
     ("temperature", R + "temperature"), ("top_p", R + "top_p"), ("top_k", R + "top_k"),
     ("max_prompt_length", "data.max_prompt_length"), ("max_response_length", "data.max_response_length"),
@@ -43,6 +46,11 @@ TRAINING: tuple[tuple[str, str], ...] = (
     ("checkpoint_dir", "trainer.default_local_dir"), ("resume_mode", "trainer.resume_mode"),
     ("external_modules_env", "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"),
 )
+# verl's own settings that the table's baselines read and TRAINING does not already show (SAPO's temperatures,
+# DRO's beta), so that the dry run shows every value a LOSS_MODE sets.
+_SHOWN = {name for name, _ in TRAINING}
+TABLE_SETTINGS: tuple[tuple[str, str], ...] = tuple(
+    {s.field: s.key for m in modes.MODES.values() for s in m.actor if s.field not in _SHOWN}.items())
 FULLY_ASYNC: tuple[tuple[str, str], ...] = (
     ("staleness_threshold", "async_training.staleness_threshold"),
     ("trigger_parameter_sync_step", "async_training.trigger_parameter_sync_step"),
@@ -91,6 +99,7 @@ def resolved_settings(cfg, policy_loss, entry: str, entry_module: str) -> dict[s
     settings.update({name: getattr(policy_loss, name) for name in modes.POLICY_LOSS_FIELDS
                      if hasattr(policy_loss, name)})
     settings.update(_read(cfg, TRAINING))
+    settings.update(_read(cfg, TABLE_SETTINGS))
     if entry == "fully_async":
         settings.update(trainer_mode="fully_async", **_read(cfg, FULLY_ASYNC),
                         rollout_pool=f"{get(cfg, 'rollout.nnodes')}x{get(cfg, 'rollout.n_gpus_per_node')}",
