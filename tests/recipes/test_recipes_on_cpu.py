@@ -769,3 +769,25 @@ def test_sweep_bad_value_is_one_clear_line(tmp_path):
     proc, calls = _sweep(tmp_path, RECIPE="gsm9k")
     assert proc.returncode == 2 and calls == []
     assert proc.stderr.strip() == "sweep.sh: RECIPE=gsm9k: must be one of: gsm8k math dapo_qwen3_4b"
+
+
+@pytest.mark.parametrize("engine", ["fsdp2", "megatron"])
+@pytest.mark.parametrize("rollout", ["vllm", "sglang"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp8-rollout"])
+def test_engine_rollout_and_precision_compose_from_verls_own_keys(tmp_path, engine, rollout, precision):
+    """Every ENGINE x ROLLOUT x PRECISION composes against verl's schema and passes the dry run's checks (issue 21);
+    composed only: no Megatron, SGLang or fp8 run happens on these machines."""
+    cfg, _ = composed(tmp_path, "gsm8k", ENGINE=engine, ROLLOUT=rollout, PRECISION=precision)  # raises on a problem
+    assert cfg.actor_rollout_ref.rollout.name == rollout
+    assert cfg.actor_rollout_ref.rollout.calculate_log_probs is True  # the anchor mu, from either engine
+    assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == "drpo"
+    rollout_cfg = cfg.actor_rollout_ref.rollout
+    assert (rollout_cfg.get("quantization") == "fp8") == (precision == "fp8-rollout")
+    assert (rollout_cfg.dtype == "float16") == (precision == "fp16")
+    if engine == "megatron":
+        assert "megatron" in cfg.actor_rollout_ref.actor and cfg.actor_rollout_ref.actor.strategy == "megatron"
+        assert (cfg.actor_rollout_ref.actor.megatron.dtype == "float16") == (precision == "fp16")
+    else:
+        assert cfg.actor_rollout_ref.actor.strategy == "fsdp2"
+        mixed = cfg.actor_rollout_ref.actor.fsdp_config.get("mixed_precision") or {}
+        assert (mixed.get("param_dtype") == "fp16") == (precision == "fp16")
