@@ -23,7 +23,7 @@ KERNEL_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "
 
 MAX_SEED = 2**32 - 1  # torch generators take 64-bit seeds; the lab offsets a seed by up to 20000 per stream
 MAX_SEED_COUNT = 1_000_000  # "--seeds N" builds the list 0..N-1; far larger lists exhaust memory before any check
-LARGE_GRID_RUNS = 1000  # above this many runs the lab states the cost and asks for --yes (--full has 960)
+LARGE_GRID_RUNS = 2000  # above this many runs the lab states the cost and asks for --yes (--full has 1120)
 VALUE_OPTIONS = ("--methods", "--staleness", "--mismatch", "--seeds")  # options whose value may start with "-"
 
 

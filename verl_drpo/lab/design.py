@@ -165,6 +165,8 @@ METHODS: dict[str, Method] = {
         Method("dppo_kl", "dppo_kl"),
         Method("vanilla", "vanilla"),
         Method("spo", "spo"),
+        Method("dro", "dro"),  # verl's log-space quadratic, dro_beta from the table
+        Method("cispo", "cispo"),  # the DPPO paper's no-trust-region baseline (verl)
         Method("mask_drpo", "mask_drpo", (("drpo_delta", 0.2),)),
         # beyond the paper (issue 10, docs/lab.md "DRPO-prox"): the ratio on mu, the regularizer centred on pi_prox
         Method("drpo_prox_d0.2", "drpo_prox", (("drpo_delta", 0.2),)),
@@ -230,8 +232,8 @@ DEFAULT = Design(
 FULL = Design(
     "full",
     LabConfig(sampled_eval=True),
-    methods=("pg_is", "drpo", "drpo_d1", "drpo_d0.2", "dppo_tv", "dppo_kl", "vanilla", "spo", "mask_drpo",
-             "pg_is_noclip", "drpo_d0.2_noclip", "dppo_tv_noclip"),
+    methods=("pg_is", "drpo", "drpo_d1", "drpo_d0.2", "dppo_tv", "dppo_kl", "vanilla", "spo", "mask_drpo", "dro",
+             "cispo", "pg_is_noclip", "drpo_d0.2_noclip", "dppo_tv_noclip"),
     settings=(Setting(0, 0.0), Setting(4, 0.0), Setting(16, 0.0), Setting(32, 0.0), Setting(0, 0.5),
               Setting(0, 1.0), Setting(0, 0.0, "bfloat16"), Setting(0, 0.0, "float16")),
     seeds=tuple(range(10)),
