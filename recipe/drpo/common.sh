@@ -310,18 +310,18 @@ drpo_before_launch() {
   drpo_metrics_file
 }
 
-# verl's Tracking asserts on a backend it does not know only once the trainer has started (the dry run checks the
-# composed trainer.logger the same way): a real launch checks LOGGER against verl's own list first (about 5 s).
+# verl's Tracking asserts on a backend it does not know only once the trainer has started: a real launch checks LOGGER
+# first, with the function the dry run uses on trainer.logger (preflight.unknown_logger_backends, about 5 s).
 drpo_check_logger() {
   local verdict
   verdict=$("$PYTHON" - "$LOGGER" <<'PY'
 import sys
-from verl.utils.tracking import Tracking
+from verl_drpo.launch.preflight import unknown_logger_backends
 names = [n.strip().strip("'\"") for n in sys.argv[1].strip().strip("[]").split(",") if n.strip()]
-unknown = [n for n in names if n not in Tracking.supported_backend and n != "tracking"]
-print(" ".join(unknown) + "|" + " ".join(Tracking.supported_backend))
+unknown, supported = unknown_logger_backends(names)
+print(" ".join(unknown) + "|" + " ".join(supported))
 PY
-  ) || drpo_fail "LOGGER=${LOGGER}: PYTHON=${PYTHON} cannot import verl.utils.tracking to check it"
+  ) || drpo_fail "LOGGER=${LOGGER}: PYTHON=${PYTHON} cannot import verl's Tracking to check it"
   [[ -z ${verdict%%|*} ]] || drpo_fail "LOGGER=${LOGGER}: verl's Tracking does not know ${verdict%%|*};" \
     "choose from ${verdict#*|}"
 }

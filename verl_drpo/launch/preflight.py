@@ -183,15 +183,20 @@ def _always(entry, mode):
     return True
 
 
-def _logger_problem(cfg):
-    from verl.utils.tracking import Tracking  # verl's own list of backends
+def unknown_logger_backends(backends) -> tuple[list[str], list[str]]:
+    """(the names verl's Tracking does not know, its own list of backends): the one check of trainer.logger, used by
+    the dry run and by a recipe's real launch (common.sh's drpo_check_logger)."""
+    from verl.utils.tracking import Tracking
 
-    backends = select(cfg, "trainer.logger", [])
     backends = [backends] if isinstance(backends, str) else list(backends)
-    unknown = [b for b in backends if b not in Tracking.supported_backend and b != "tracking"]
+    supported = list(Tracking.supported_backend)
+    return [b for b in backends if b not in supported and b != "tracking"], supported
+
+
+def _logger_problem(cfg):
+    unknown, supported = unknown_logger_backends(select(cfg, "trainer.logger", []))
     if unknown:
-        return (f"trainer.logger names {unknown}, which verl's Tracking does not know; choose from "
-                f"{', '.join(Tracking.supported_backend)}")
+        return f"trainer.logger names {unknown}, which verl's Tracking does not know; choose from {', '.join(supported)}"
     return None
 
 
