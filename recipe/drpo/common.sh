@@ -327,11 +327,9 @@ PY
 }
 
 # LOSS_MODE -> LOSS_OVERRIDES: the mode's Hydra overrides from the one table (verl_drpo/modes.py), which reads each
-# hyper-parameter's recipe variable (DRPO_DELTA, SPO_EPSILON, DPPO_TV_DELTA, ...) from the environment.
+# hyper-parameter's recipe variable (DRPO_DELTA, SPO_EPSILON, DPPO_TV_DELTA, ...) from the environment the user ran
+# the recipe with (such variables are exported there; no hand list of them is kept here).
 drpo_loss_overrides() {
-  export DRPO_DELTA SPO_EPSILON MASK_DRPO_TV_DELTA DPPO_TV_DELTA DPPO_KL_DELTA DPPO_CLIP_RATIO_C \
-         CLIP_RATIO_LOW CLIP_RATIO_HIGH CLIP_RATIO_C CISPO_CLIP_RATIO_LOW CISPO_CLIP_RATIO_HIGH \
-         GSPO_CLIP_RATIO_LOW GSPO_CLIP_RATIO_HIGH SAPO_TAU_POS SAPO_TAU_NEG DRO_BETA
   local errors; errors=$(mktemp)
   mapfile -t LOSS_OVERRIDES < <("$PYTHON" -m verl_drpo overrides "$LOSS_MODE" 2> "$errors")
   if ! wait $!; then  # the table's own one-line error (LOSS_MODE=...: unknown loss mode ...), named like ours
