@@ -124,3 +124,47 @@ def test_the_checker_sees_imports_it_must_refuse():
     assert "lab.design" in package_imports("lab.verl_path", ALL["lab.verl_path"])
     assert "launch.preflight" in package_imports("launch.dry_run", ALL["launch.dry_run"])
     assert not allowed("losses", "plugin") and not allowed("data.writer", "plugin") and not allowed("modes", "files")
+
+
+# ---- the tests' own structure ---------------------------------------------------------------------------------------
+
+TESTS = ROOT / "tests"
+
+
+def imported_test_modules(source: str, test_modules: set[str]) -> set[str]:
+    """The names in ``test_modules`` that ``source`` imports (``import test_x``, ``from test_x import y``, or the
+    same below a package such as ``tests.core.test_x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names])
+        elif isinstance(node, ast.ImportFrom):  # from . import test_x
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {part for name in names for part in name.split(".") if part in test_modules}
+    return found
+
+
+def test_no_test_module_imports_another():
+    """Shared inputs and configs live in helper modules (tests/core/helpers.py), not in a test module that others
+    import: importing a test module runs its collection-time code and ties two files' tests together."""
+    files = sorted(TESTS.rglob("*.py"))
+    test_modules = {p.stem for p in files if p.name.startswith("test_")}
+    offenders = {str(p.relative_to(ROOT)): sorted(found) for p in files
+                 if (found := imported_test_modules(p.read_text(), test_modules))}
+    assert not offenders, f"test modules import other test modules (move the shared code to a helper): {offenders}"
+    # pytest's default import mode puts each test folder on sys.path: two helpers of one name would shadow each other
+    helpers = [p.stem for p in files if not p.name.startswith("test_") and p.name != "conftest.py"]
+    assert len(helpers) == len(set(helpers)), f"helper modules under tests/ share a name: {sorted(helpers)}"
+
+
+def test_the_test_import_checker_sees_what_it_must_refuse():
+    names = {"test_plugin_on_cpu", "test_config_on_cpu"}
+    assert imported_test_modules("from test_plugin_on_cpu import batch", names) == {"test_plugin_on_cpu"}
+    assert imported_test_modules("import test_config_on_cpu as c", names) == {"test_config_on_cpu"}
+    assert imported_test_modules("from tests.core.test_plugin_on_cpu import call", names) == {"test_plugin_on_cpu"}
+    assert imported_test_modules("from . import test_config_on_cpu", names) == {"test_config_on_cpu"}
+    assert imported_test_modules("from helpers import batch\nimport verl_drpo.plugin", names) == set()

@@ -1,12 +1,7 @@
 """The actor config hook through verl's packaged Hydra config, its conversion and its validation."""
 
-import os
-
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-import verl
 from verl.utils.config import omega_conf_to_dataclass, validate_config
 from verl.workers.config import FSDPActorConfig
 
@@ -14,27 +9,7 @@ from verl_drpo import plugin
 from verl_drpo.launch import preflight
 from verl_drpo.config import DRPOPolicyLossConfig
 
-CONFIG_DIR = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
-PL = "actor_rollout_ref.actor.policy_loss"
-BASE = [
-    f"{PL}._target_=verl_drpo.config.DRPOPolicyLossConfig",
-    f"{PL}.loss_mode=drpo",
-    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
-    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
-    "actor_rollout_ref.actor.ppo_mini_batch_size=8",
-    "actor_rollout_ref.rollout.n=4",
-    "data.train_batch_size=16",
-    "trainer.n_gpus_per_node=1",
-    "trainer.nnodes=1",
-    "algorithm.adv_estimator=grpo",
-    "critic.enable=False",
-]
-
-
-def composed(*overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(config_name="ppo_trainer", overrides=[*BASE, *overrides])
+from helpers import PL, composed
 
 
 def test_defaults_are_the_papers_values():

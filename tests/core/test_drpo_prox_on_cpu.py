@@ -14,9 +14,7 @@ from verl_drpo import fast, losses, modes, plugin
 from verl_drpo.config import DRPOPolicyLossConfig
 from verl_drpo.launch import preflight
 
-from test_config_on_cpu import PL, composed
-from test_losses_on_cpu import autograd_grad, random_inputs
-from test_plugin_on_cpu import actor_config, call, ppo_loss_data
+from helpers import PL, actor_config, autograd_grad, call, composed, ppo_loss_data, random_inputs
 
 
 def three_policies(shape=(6, 40), dtype=torch.float64, seed=0):

@@ -9,7 +9,7 @@ import pytest
 
 from verl_drpo.launch import dry_run
 
-from test_config_on_cpu import BASE as CONFIG_BASE
+from helpers import BASE as CONFIG_BASE
 
 BASE = [
     *CONFIG_BASE,

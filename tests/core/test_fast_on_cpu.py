@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from verl_drpo import fast, losses
 
-from test_losses_on_cpu import random_inputs
+from helpers import random_inputs
 
 
 def fast_loss(spec, log_prob, anchor_log_prob, advantages, mask=None, compiled=False):

@@ -9,13 +9,7 @@ from hypothesis import strategies as st
 
 from verl_drpo import losses
 
-
-def random_inputs(shape=(6, 40), dtype=torch.float64, seed=0, spread=0.5):
-    gen = torch.Generator().manual_seed(seed)
-    rollout_log_prob = torch.log(torch.rand(shape, generator=gen, dtype=torch.float64).clamp_min(1e-4))
-    log_prob = (rollout_log_prob + spread * torch.randn(shape, generator=gen, dtype=torch.float64)).clamp(max=0.0)
-    advantages = torch.randn(shape[0], 1, generator=gen, dtype=torch.float64).expand(shape).clone()
-    return log_prob.to(dtype), rollout_log_prob.to(dtype), advantages.to(dtype)
+from helpers import autograd_grad, random_inputs
 
 
 def closed_form_drpo(log_prob, rollout_log_prob, advantages, delta):
@@ -23,12 +17,6 @@ def closed_form_drpo(log_prob, rollout_log_prob, advantages, delta):
     pi, mu = log_prob.double().exp(), rollout_log_prob.double().exp()
     a = advantages.double()
     return -a * pi / mu + a.abs() * (pi - mu) ** 2 / (2 * delta * mu)
-
-
-def autograd_grad(fn, log_prob, *args):
-    x = log_prob.detach().clone().requires_grad_(True)
-    fn(x, *args).sum().backward()
-    return x.grad
 
 
 @pytest.mark.parametrize("delta", [0.2, 1.0, 12.5])

@@ -25,8 +25,7 @@ from verl.workers.utils import losses as verl_losses
 from verl_drpo import losses
 from verl_drpo.config import DRPOPolicyLossConfig
 
-from test_config_on_cpu import BASE, CONFIG_DIR
-from test_plugin_on_cpu import batch, ppo_loss_data
+from helpers import BASE, CONFIG_DIR, batch, ppo_loss_data
 
 VERL = Path(verl.__file__).parent
 # (file under verl/, a line the Megatron path depends on)

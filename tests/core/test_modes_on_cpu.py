@@ -17,7 +17,7 @@ from verl_drpo import modes, plugin
 from verl_drpo.launch import preflight
 from verl_drpo.config import DRPOPolicyLossConfig
 
-from test_plugin_on_cpu import actor_config, batch, ppo_loss_data
+from helpers import actor_config, batch, ppo_loss_data
 
 def test_every_name_in_the_table_is_registered_by_the_plugin():
     assert set(modes.REGISTERED_NAMES) == set(modes.OWN_MODES) | {"spo_adaptive_eps"} == set(plugin.REGISTERED)

@@ -6,15 +6,15 @@ import warnings
 import pytest
 import torch
 import verl  # noqa: F401  (registers the plugin through its entry point)
-from tensordict import TensorDict
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, agg_loss, get_policy_loss_fn
 from verl.utils import tensordict_utils as tu
-from verl.workers.config import ActorConfig, PolicyLossConfig
+from verl.workers.config import PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from verl_drpo import LOSS_MODES, losses, modes, plugin
-from verl_drpo.launch import preflight
+from verl_drpo import LOSS_MODES, losses, plugin
 from verl_drpo.config import DRPOPolicyLossConfig
+
+from helpers import DECOUPLED, actor_config, batch, call, decoupled_weights, ppo_loss_data
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 REFERENCE = {
@@ -26,42 +26,6 @@ REFERENCE = {
     "drpo_prox": lambda lp, prox, a: losses.drpo_prox_token_loss(lp, prox - decoupled_weights(prox).log(), prox, a,
                                                                  0.3),
 }
-
-
-def actor_config(loss_mode="drpo", loss_agg_mode="token-mean", policy_loss=None, use_torch_compile=False, **kw):
-    policy_loss = policy_loss or DRPOPolicyLossConfig(loss_mode=loss_mode, drpo_delta=0.3)
-    return ActorConfig(
-        strategy="fsdp", rollout_n=4, ppo_micro_batch_size_per_gpu=2, loss_agg_mode=loss_agg_mode,
-        policy_loss=policy_loss, use_torch_compile=use_torch_compile, **kw,
-    )
-
-
-def batch(bs=8, length=24, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    old = torch.log(torch.rand(bs, length, generator=gen, dtype=torch.float64).clamp_min(1e-3))
-    log_prob = (old + 0.8 * torch.randn(bs, length, generator=gen, dtype=torch.float64)).clamp(max=0)
-    adv = torch.randn(bs, 1, generator=gen, dtype=torch.float64).expand(bs, length).clone()
-    lengths = torch.randint(1, length + 1, (bs, 1), generator=gen)
-    mask = torch.arange(length).unsqueeze(0) < lengths
-    return log_prob.to(dtype), old.to(dtype), adv.to(dtype), mask
-
-
-DECOUPLED = [m for m in LOSS_MODES if modes.uses_decoupled_inputs(m)]
-
-
-def decoupled_weights(old, seed=1):
-    """A valid rollout_is_weights tensor pi_prox / mu for a decoupled mode whose `old` is log pi_prox."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.exp(0.5 * torch.randn(old.shape, generator=gen, dtype=torch.float64)).to(old.dtype)
-
-
-def call(loss_mode, log_prob, old, adv, mask, config, rollout_is_weights=None):
-    if loss_mode in DECOUPLED and rollout_is_weights is None:  # what verl's decoupled mode passes
-        rollout_is_weights = decoupled_weights(old)
-    return get_policy_loss_fn(loss_mode)(
-        old_log_prob=old, log_prob=log_prob, advantages=adv, response_mask=mask,
-        loss_agg_mode=config.loss_agg_mode, config=config, rollout_is_weights=rollout_is_weights,
-    )
 
 
 def test_all_modes_registered_next_to_verls_own():
@@ -159,32 +123,6 @@ def test_boundary_metrics_follow_verl_clipfrac_conventions():
     assert metrics["actor/drpo/negative_weight_frac"] == pytest.approx(pos + neg)
     # never an entropy or KL term: the loss is the pure policy loss
     assert not any("entropy" in k or "kl_loss" in k for k in metrics)
-
-
-def ppo_loss_data(lp, old, adv, mask, prompt_len=3):
-    """The TensorDict verl's engine hands to ppo_loss: flat (no-padding) model log-probs over prompt + response."""
-    bs, resp_len = lp.shape
-    lengths = mask.sum(-1)
-    flat, flat_lp = [], []
-    for i in range(bs):
-        n = int(lengths[i])
-        # the model's log-prob at position t scores token t+1: responses start at index prompt_len - 1
-        flat.append(torch.cat([torch.zeros(prompt_len - 1, dtype=lp.dtype), lp[i, :n], torch.zeros(1, dtype=lp.dtype)]))
-    flat_lp = torch.cat(flat).requires_grad_(True)
-    attention = torch.cat([torch.ones(bs, prompt_len, dtype=torch.long), mask.long()], dim=1)
-    data = TensorDict(
-        {
-            "prompts": torch.ones(bs, prompt_len, dtype=torch.long),
-            "responses": torch.ones(bs, resp_len, dtype=torch.long),
-            "attention_mask": attention,
-            "response_mask": mask.long(),
-            "old_log_probs": old,
-            "advantages": adv,
-        },
-        batch_size=[bs],
-    )
-    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=bs)
-    return flat_lp, data
 
 
 @pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-sum-norm"])

@@ -30,7 +30,7 @@ from verl.workers.utils.losses import ppo_loss
 from verl_drpo import metrics as M
 from verl_drpo.config import DRPOPolicyLossConfig
 
-from test_plugin_on_cpu import actor_config, batch, call, ppo_loss_data
+from helpers import actor_config, batch, call, ppo_loss_data
 
 BAD_TOKEN = (0, 0)  # micro-batch "C" of rank 1: a valid token (every sequence of batch() has one)
 

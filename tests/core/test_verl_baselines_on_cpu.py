@@ -13,7 +13,7 @@ from verl.workers.utils.losses import ppo_loss
 from verl_drpo import modes, plugin
 from verl_drpo.config import DRPOPolicyLossConfig, actor_config
 
-from test_plugin_on_cpu import batch, ppo_loss_data
+from helpers import batch, ppo_loss_data
 
 BASELINES = ("cispo", "gspo", "sapo", "dro")
 # what each verl loss reports (verl 0.9.1 core_algos), plus ppo_loss's own actor/pg_loss
