@@ -150,6 +150,19 @@ def drpo_prox_token_loss(
     return -adv * ratio + drpo_prox_penalty(ratio, prox_ratio, mu, adv, delta)
 
 
+
+# Each verl-drpo mode's readable token loss, from the hyper-parameters `p` the mode reads (its `modes.LossMode.reads`,
+# by name: `plugin.hyperparameters` builds them) and log pi, log mu, A and, for drpo_prox only, log pi_prox. The fast
+# path (`PolicyLoss` below, what verl's call runs) is checked against these: tests/core and scripts/gpu_check.sh.
+TOKEN_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "drpo": lambda p, lp, mu_lp, adv, prox_lp=None: drpo_token_loss(lp, mu_lp, adv, p.drpo_delta),
+    "mask_drpo": lambda p, lp, mu_lp, adv, prox_lp=None: mask_drpo_token_loss(lp, mu_lp, adv, p.drpo_delta,
+                                                                              p.mask_drpo_tv_delta),
+    "spo": lambda p, lp, mu_lp, adv, prox_lp=None: spo_token_loss(lp, mu_lp, adv, p.spo_epsilon),
+    "pg_is": lambda p, lp, mu_lp, adv, prox_lp=None: pg_is_token_loss(lp, mu_lp, adv),
+    "drpo_prox": lambda p, lp, mu_lp, adv, prox_lp: drpo_prox_token_loss(lp, mu_lp, prox_lp, adv, p.drpo_delta),
+}
+
 # ---- gradient weights (Eq. 9, Table 1): grad l = -w A r grad log pi ---------------------------------------------
 
 

@@ -1,13 +1,14 @@
 """DRPO's mathematics against closed forms (verl_drpo.losses; no verl involved)."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verl_drpo import losses
+from verl_drpo import losses, modes
 
 from helpers import autograd_grad, random_inputs
 
@@ -162,3 +163,31 @@ def test_log_ratio_is_clamped_like_verl():
     mu_lp = torch.tensor([[-30.0, 0.0]], dtype=torch.float64)
     ratio = losses.importance_ratio(lp, mu_lp)
     torch.testing.assert_close(ratio, torch.tensor([[math.exp(20), math.exp(-20)]], dtype=torch.float64))
+
+
+# Each verl-drpo mode's per-token loss in probability form (drpo-math.md), written here from the papers and not from
+# the code's ratio form: the oracle of losses.TOKEN_LOSSES, the mapping the plugin tests and gpu_check compare with.
+SETTINGS = SimpleNamespace(drpo_delta=0.3, spo_epsilon=2.0, mask_drpo_tv_delta=0.1)
+CLOSED_FORMS = {
+    "drpo": lambda pi, mu, prox, a, s: -a * pi / mu + a.abs() * (pi - mu) ** 2 / (2 * s.drpo_delta * mu),
+    "mask_drpo": lambda pi, mu, prox, a, s: -a * pi / mu + (torch.sign(a) * (pi - mu) > s.mask_drpo_tv_delta)
+    * a.abs() * (pi - mu) ** 2 / (2 * s.drpo_delta * mu),
+    "spo": lambda pi, mu, prox, a, s: -a * pi / mu + a.abs() * (pi / mu - 1) ** 2 / (2 * s.spo_epsilon),
+    "pg_is": lambda pi, mu, prox, a, s: -a * pi / mu,
+    "drpo_prox": lambda pi, mu, prox, a, s: -a * pi / mu + a.abs() * (pi - prox) ** 2 / (2 * s.drpo_delta * mu),
+}
+
+
+def test_every_registered_mode_has_a_readable_formula_and_a_closed_form():
+    """A mode added to the table without its formula in losses.TOKEN_LOSSES, or without its oracle here, fails."""
+    assert set(losses.TOKEN_LOSSES) == set(modes.OWN_MODES) == set(CLOSED_FORMS)
+
+
+@pytest.mark.parametrize("mode", modes.OWN_MODES)
+def test_each_modes_readable_formula_is_its_closed_form(mode):
+    lp, mu_lp, adv = random_inputs(spread=1.0)
+    prox_lp = (mu_lp + 0.3 * torch.randn(mu_lp.shape, generator=torch.Generator().manual_seed(7),
+                                         dtype=torch.float64)).clamp(max=0.0)
+    got = losses.TOKEN_LOSSES[mode](SETTINGS, lp, mu_lp, adv, prox_lp)
+    expected = CLOSED_FORMS[mode](lp.exp(), mu_lp.exp(), prox_lp.exp(), adv, SETTINGS)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)

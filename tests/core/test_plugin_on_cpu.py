@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,25 +12,28 @@ from verl.utils import tensordict_utils as tu
 from verl.workers.config import PolicyLossConfig
 from verl.workers.utils.losses import ppo_loss
 
-from verl_drpo import LOSS_MODES, losses, plugin
+from verl_drpo import LOSS_MODES, losses, modes, plugin
 from verl_drpo.config import DRPOPolicyLossConfig
 
 from helpers import DECOUPLED, actor_config, batch, call, decoupled_weights, ppo_loss_data
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-REFERENCE = {
-    "drpo": lambda lp, m, a: losses.drpo_token_loss(lp, m, a, 0.3),
-    "spo": lambda lp, m, a: losses.spo_token_loss(lp, m, a, 12.5),
-    "pg_is": lambda lp, m, a: losses.pg_is_token_loss(lp, m, a),
-    "mask_drpo": lambda lp, m, a: losses.mask_drpo_token_loss(lp, m, a, 0.3, 0.15),
-    # decoupled inputs: `m` is log pi_prox; mu = pi_prox / (the weights of decoupled_weights)
-    "drpo_prox": lambda lp, prox, a: losses.drpo_prox_token_loss(lp, prox - decoupled_weights(prox).log(), prox, a,
-                                                                 0.3),
-}
+# What actor_config sets (drpo_delta 0.3) and the table's defaults of the rest, written out here: the values the
+# registered losses must read from the config (so not plugin.hyperparameters, which is under test).
+SETTINGS = SimpleNamespace(drpo_delta=0.3, spo_epsilon=12.5, mask_drpo_tv_delta=0.15)
+
+
+def reference(loss_mode, lp, old, adv):
+    """The mode's readable token loss (losses.TOKEN_LOSSES, each checked against a closed form written in
+    test_losses_on_cpu.py) on the inputs `call` passes: for a decoupled mode `old` is log pi_prox and
+    mu = pi_prox / decoupled_weights."""
+    if loss_mode in DECOUPLED:
+        return losses.TOKEN_LOSSES[loss_mode](SETTINGS, lp, old - decoupled_weights(old).log(), adv, old)
+    return losses.TOKEN_LOSSES[loss_mode](SETTINGS, lp, old, adv)
 
 
 def test_all_modes_registered_next_to_verls_own():
-    for mode in (*LOSS_MODES, "vanilla", "dppo_tv", "dppo_kl"):
+    for mode in (*modes.MODES, *modes.ALIASES):  # verl-drpo's and verl's own modes of the table
         assert mode in POLICY_LOSS_REGISTRY
     assert POLICY_LOSS_REGISTRY["drpo"] is plugin.compute_policy_loss_drpo
 
@@ -42,7 +46,7 @@ def test_loss_equals_verl_agg_of_the_reference_formula(loss_mode, loss_agg_mode)
     x = lp.clone().requires_grad_(True)
     loss, metrics = call(loss_mode, x, old, adv, mask, config)
     x_ref = lp.clone().requires_grad_(True)
-    ref = agg_loss(loss_mat=REFERENCE[loss_mode](x_ref, old, adv), loss_mask=mask, loss_agg_mode=loss_agg_mode)
+    ref = agg_loss(loss_mat=reference(loss_mode, x_ref, old, adv), loss_mask=mask, loss_agg_mode=loss_agg_mode)
     torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
     loss.backward()
     ref.backward()
@@ -92,7 +96,7 @@ def test_rollout_is_weights_multiply_the_token_loss_and_warn_about_the_anchor(mo
     with pytest.warns(UserWarning, match="bypass_mode=True"):
         loss, _ = call("drpo", lp, old, adv, mask, config, rollout_is_weights=weights)
     ref = agg_loss(
-        loss_mat=REFERENCE["drpo"](lp, old, adv) * weights, loss_mask=mask, loss_agg_mode="seq-mean-token-mean"
+        loss_mat=reference("drpo", lp, old, adv) * weights, loss_mask=mask, loss_agg_mode="seq-mean-token-mean"
     )
     torch.testing.assert_close(loss, ref)
     with warnings.catch_warnings():
@@ -133,7 +137,7 @@ def test_full_call_through_verls_ppo_loss(loss_agg_mode):
     loss, metrics = ppo_loss(config, {"log_probs": flat_lp}, data)
     loss.backward()
     x = lp.clone().requires_grad_(True)
-    ref = agg_loss(loss_mat=REFERENCE["drpo"](x, old, adv), loss_mask=mask, loss_agg_mode=loss_agg_mode,
+    ref = agg_loss(loss_mat=reference("drpo", x, old, adv), loss_mask=mask, loss_agg_mode=loss_agg_mode,
                    dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=lp.shape[0])
     ref.backward()
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)

@@ -137,20 +137,15 @@ def _inputs(shape, device, dtype, seed):
 
 
 def reference_token_loss(mode, p, lp, old, adv, weights):
-    """The readable formula of `mode` (verl_drpo.losses); `old` is log mu, or log pi_prox for drpo_prox."""
-    from verl_drpo import losses
+    """The readable formula of `mode` (`verl_drpo.losses.TOKEN_LOSSES`) on verl's inputs: `old` is log mu, or for a
+    decoupled mode log pi_prox, with mu = pi_prox / `weights`."""
+    from verl_drpo import losses, modes
 
-    if mode == "drpo":
-        return losses.drpo_token_loss(lp, old, adv, p.drpo_delta)
-    if mode == "mask_drpo":
-        return losses.mask_drpo_token_loss(lp, old, adv, p.drpo_delta, p.mask_drpo_tv_delta)
-    if mode == "spo":
-        return losses.spo_token_loss(lp, old, adv, p.spo_epsilon)
-    if mode == "pg_is":
-        return losses.pg_is_token_loss(lp, old, adv)
-    if mode == "drpo_prox":
-        return losses.drpo_prox_token_loss(lp, old - weights.log(), old, adv, p.drpo_delta)
-    raise KeyError(f"no float64 reference formula for loss mode {mode!r}: add it to gpu_check.reference_token_loss")
+    if mode not in losses.TOKEN_LOSSES:
+        raise KeyError(f"no float64 reference formula for loss mode {mode!r}: add it to verl_drpo.losses.TOKEN_LOSSES")
+    if modes.uses_decoupled_inputs(mode):
+        return losses.TOKEN_LOSSES[mode](p, lp, old - weights.log(), adv, old)
+    return losses.TOKEN_LOSSES[mode](p, lp, old, adv)
 
 
 def _call(mode, lp, old, adv, mask, config, weights):
