@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verl_drpo import fast, losses
+from verl_drpo import fast, losses, modes
 
 from helpers import random_inputs
 
@@ -32,6 +32,11 @@ REFERENCE = {
         lambda lp, m, a, d: losses.mask_drpo_token_loss(lp, m, a, d, 0.1),
     ),
 }
+
+
+def test_every_mode_anchored_on_mu_alone_has_a_reference_here():
+    """drpo_prox (decoupled inputs, a second anchor) has its fast-path tests in test_drpo_prox_on_cpu.py."""
+    assert set(REFERENCE) == {m for m in modes.OWN_MODES if not modes.uses_decoupled_inputs(m)}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
