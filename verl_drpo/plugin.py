@@ -26,6 +26,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -77,19 +78,20 @@ def compute_policy_loss(
         centre = old_log_prob
     else:
         anchor, centre, recoverable = old_log_prob, None, None
+    batch = _MicroBatch(loss, mask, log_prob, anchor, advantages, centre,
+                        None if decoupled else rollout_is_weights,  # decoupled: the ratio is already on mu
+                        loss_agg_mode, config)
     # The common case costs nothing extra: one evaluation over the valid tokens. A non-finite input at a valid token
     # always shows in the statistics read by its one sync (log pi or mu: the unclamped |log r|; A or a weight: the
     # loss), and an unrecoverable drpo_prox weight in its count; only then is the micro-batch looked at token by token.
     unrecoverable = (mask & ~recoverable).sum() if decoupled else None
-    pg_loss, n_valid, _, loss_value, stats_read, _ = _loss_on(
-        loss_mode, loss, mask, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
-        loss_agg_mode, config, also_read=unrecoverable)
+    result = _loss_on(batch, mask, also_read=unrecoverable)
+    n_valid = result.n_valid
     if n_valid == 0:
         return _empty_mask_result(log_prob, mask)
-    n_unrecoverable = stats_read.pop(_ALSO_READ, 0)
-    finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
-    if finite and not n_unrecoverable:
-        return pg_loss, _metrics(stats_read, nonfinite_frac=0.0)
+    n_unrecoverable = result.also_read
+    if result.finite and not n_unrecoverable:
+        return result.pg_loss, _metrics(result.stats, nonfinite_frac=0.0)
     if strict:  # rank-local: the other ranks wait in their next collective until the NCCL timeout
         if n_unrecoverable:
             raise ValueError(_unrecoverable_message(loss_mode, int(n_unrecoverable), int(n_valid)))
@@ -97,55 +99,74 @@ def compute_policy_loss(
                                                      rollout_is_weights))
     # Data errors are rank-local (one rank's micro-batch holds the -inf, the others do not), so the tokens they touch
     # are left out and counted, and the step goes on.
-    kept = _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable,
-                          None if decoupled else rollout_is_weights)
-    pg_loss, _, n_kept, loss_value, stats_read, (values, grad_coef) = _loss_on(
-        loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
-        loss_agg_mode, config)
-    finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
-    if not finite and n_kept:  # finite inputs whose terms overflowed: leave those tokens out too, evaluate again
-        kept = kept & torch.isfinite(values) & torch.isfinite(grad_coef)
-        pg_loss, _, n_kept, loss_value, stats_read, _ = _loss_on(
-            loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
-            loss_agg_mode, config)
-        finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
-    if not finite:  # a sum overflowed: nothing of this micro-batch is usable
-        n_kept = 0
+    kept = _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable, batch.token_weights)
+    result = _loss_on(batch, kept)
+    if not result.finite and result.n_kept:  # finite inputs whose terms overflowed: leave those tokens out too
+        result = _loss_on(batch, kept & torch.isfinite(result.values) & torch.isfinite(result.grad_coef))
+    n_kept = result.n_kept if result.finite else 0  # not finite: a sum overflowed, none of the micro-batch is usable
     nonfinite_frac = (n_valid - n_kept) / n_valid
     _nonfinite_report.add(loss_mode, int(n_valid - n_kept), int(n_valid))
     if n_kept == 0:
         return _empty_mask_result(log_prob, mask, nonfinite_frac)
-    return pg_loss, _metrics(stats_read, nonfinite_frac)
+    return result.pg_loss, _metrics(result.stats, nonfinite_frac)
 
 
-_ALSO_READ = "__also_read"
+@dataclass(frozen=True)
+class _MicroBatch:
+    """What one evaluation of the loss reads: the formula, the valid tokens, the log-probs it is anchored and centred
+    on (`centre`: log pi_prox for drpo_prox, else None), the importance weights that multiply the token loss (bypass
+    inputs only; None otherwise), and verl's aggregation."""
+
+    loss: losses.PolicyLoss
+    mask: torch.Tensor
+    log_prob: torch.Tensor
+    anchor: torch.Tensor
+    advantages: torch.Tensor
+    centre: torch.Tensor | None
+    token_weights: torch.Tensor | None
+    loss_agg_mode: str
+    config: Any
 
 
-def _loss_on(loss_mode, loss, kept, mask, log_prob, anchor, advantages, centre, rollout_is_weights, decoupled,
-             loss_agg_mode, config, also_read=None):
-    """The loss aggregated over the tokens `kept` (a sub-mask of `mask`) and its statistics, read in one device sync.
-    Returns (pg_loss, valid tokens, kept tokens, loss value, statistics by name, (values, grad_coef)); a 0-dim
-    tensor `also_read` is read in the same sync and returned among the statistics under _ALSO_READ."""
-    if config.get("use_torch_compile", False):  # follow verl's switch: compiled exactly when verl compiles the actor
-        values, grad_coef, stats = fast.compiled_evaluate(loss, log_prob, anchor, advantages, kept, centre)
+@dataclass(frozen=True)
+class _Evaluation:
+    """One evaluation over some tokens: the aggregated loss and what its one device sync read."""
+
+    pg_loss: torch.Tensor
+    n_valid: float  # valid tokens of the micro-batch
+    n_kept: float  # the tokens evaluated
+    finite: bool  # the loss and every statistic are finite
+    stats: dict[str, float]
+    also_read: float | None  # the value of `also_read`, read in the same sync
+    values: torch.Tensor  # per-token loss values and gradient coefficients (to find tokens that overflowed)
+    grad_coef: torch.Tensor
+
+
+def _loss_on(batch: _MicroBatch, kept: torch.Tensor, also_read: torch.Tensor | None = None) -> _Evaluation:
+    """The loss aggregated over the tokens `kept` (a sub-mask of `batch.mask`) and its statistics, read in one device
+    sync together with the 0-dim tensor `also_read`, if given."""
+    b = batch
+    if b.config.get("use_torch_compile", False):  # follow verl's switch: compiled exactly when verl compiles the actor
+        values, grad_coef, stats = fast.compiled_evaluate(b.loss, b.log_prob, b.anchor, b.advantages, kept, b.centre)
     else:
-        values, grad_coef, stats = fast.evaluate(loss, log_prob, anchor, advantages, kept, "when_reached", centre)
-    loss_mat = fast.attach_gradient(log_prob, values, grad_coef)
-    if rollout_is_weights is not None and not decoupled:  # decoupled: the ratio is already on mu
-        loss_mat = loss_mat * torch.where(kept, rollout_is_weights.detach(), 0.0)
-    batch_info = config.get("global_batch_info", None) or {}
-    pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=kept, loss_agg_mode=loss_agg_mode, **batch_info)
+        values, grad_coef, stats = fast.evaluate(b.loss, b.log_prob, b.anchor, b.advantages, kept, "when_reached",
+                                                 b.centre)
+    loss_mat = fast.attach_gradient(b.log_prob, values, grad_coef)
+    if b.token_weights is not None:
+        loss_mat = loss_mat * torch.where(kept, b.token_weights.detach(), 0.0)
+    batch_info = b.config.get("global_batch_info", None) or {}
+    pg_loss = agg_loss(loss_mat=loss_mat, loss_mask=kept, loss_agg_mode=b.loss_agg_mode, **batch_info)
 
     extra = [] if also_read is None else [also_read.float()]
-    n_valid = mask.sum().float()
+    n_valid = b.mask.sum().float()
     n_valid, n_kept, loss_value, *values_read = torch.stack(
-        [n_valid, n_valid if kept is mask else kept.sum().float(), pg_loss.detach().float(),
+        [n_valid, n_valid if kept is b.mask else kept.sum().float(), pg_loss.detach().float(),
          *(v.float() for v in stats.values()), *extra]
     ).tolist()
-    stats_read = dict(zip(stats, values_read))
-    if also_read is not None:
-        stats_read[_ALSO_READ] = values_read[-1]
-    return pg_loss, n_valid, n_kept, loss_value, stats_read, (values, grad_coef)
+    stats_read = dict(zip(stats, values_read))  # zip stops at the statistics: `also_read` is the extra last value
+    finite = all(math.isfinite(v) for v in (loss_value, *stats_read.values()))
+    return _Evaluation(pg_loss, n_valid, n_kept, finite, stats_read, values_read[-1] if extra else None, values,
+                       grad_coef)
 
 
 def _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable, weights) -> torch.Tensor:
