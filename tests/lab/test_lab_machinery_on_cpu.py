@@ -323,3 +323,30 @@ def test_bf16_rounded_logits_are_a_deterministic_biased_mismatch(task, model):
     # bfloat16 keeps 8 significant bits: logits of size ~1 move by up to 2^-8, so mu differs from pi by that order,
     # far above float32 round-off (1e-6) and far below a real policy change
     assert 1e-4 < gap.max().item() < 0.1
+
+
+def test_the_shared_rollout_builder_scores_groups_and_rounds_only_weight_conditions(task, model):
+    """rollout.sample_rollout (used by the RL loop and the mechanism check): groups of `group_size` consecutive
+    sequences of the same prompt, rewards from the verifier, advantages centred per group and zero on padding; the
+    same seed's generators give the same batch; load_behaviour rounds the weights only for a weight rounding."""
+    from verl_drpo.lab.rollout import load_behaviour, rollout_generators, sample_rollout
+
+    cfg = LabConfig(model=TINY, prompts_per_step=3, group_size=4, mini_batches=1)
+    cond = Condition(0, 0.5)
+    a = sample_rollout(model, task, cfg, cond, *rollout_generators(7))
+    b = sample_rollout(model, task, cfg, cond, *rollout_generators(7))
+    ro = a.rollout
+    assert ro.response_ids.shape[0] == 12 and torch.equal(ro.response_ids, b.rollout.response_ids)
+    prompts = ro.prompt_ids.view(3, 4, -1)
+    assert torch.equal(prompts, prompts[:, :1].expand_as(prompts))  # each group answers one prompt
+    assert set(a.rewards.tolist()) <= {0.0, 1.0}
+    assert a.sequence_advantages.view(3, 4).sum(1).abs().max().item() < 1e-6
+    assert torch.equal(a.token_advantages[ro.response_mask == 0], torch.zeros(int((ro.response_mask == 0).sum())))
+    state = model.state_dict()
+    behaviour = build_model(task.vocab_size, TINY, seed=1)
+    load_behaviour(behaviour, state, Condition(0, 0.0, "bfloat16_logits"))
+    assert all(torch.equal(behaviour.state_dict()[k], v) for k, v in state.items())  # logits rounded at sampling
+    load_behaviour(behaviour, state, Condition(0, 0.0, "bfloat16"))
+    w = next(v for k, v in behaviour.state_dict().items() if v.is_floating_point() and v.numel() > 100)
+    assert torch.equal(w, w.to(torch.bfloat16).to(w.dtype))  # every weight representable in bfloat16
+    assert not all(torch.equal(behaviour.state_dict()[k], v) for k, v in state.items())
