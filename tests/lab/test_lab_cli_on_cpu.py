@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # subprocesses (lab CLI / fresh venvs): seconds each
 
-from verl_drpo.lab import report
+from verl_drpo.lab import outputs
 from verl_drpo.lab.design import QUICK
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
@@ -177,7 +177,7 @@ def test_crash_while_writing_leaves_the_old_results_and_no_half_folder(tmp_path,
         (folder / "results.json").write_text("half")
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(report, "write_outputs", crash)
+    monkeypatch.setattr(outputs, "write_outputs", crash)
     with pytest.raises(OSError, match="simulated"):
         main(["--quick", "--out", str(out), "--force", "--no-plot", "--no-progress"])
     assert (out / "results.json").read_text() == "old results"
@@ -185,7 +185,7 @@ def test_crash_while_writing_leaves_the_old_results_and_no_half_folder(tmp_path,
     # without the crash, --force replaces the folder as a whole
     monkeypatch.undo()
     monkeypatch.setattr(runner, "run_grid", _fake_grid)
-    monkeypatch.setattr(report, "write_outputs", lambda folder, runs, meta: (folder / "new.txt").write_text("n")
+    monkeypatch.setattr(outputs, "write_outputs", lambda folder, runs, meta: (folder / "new.txt").write_text("n")
                         and {"table": "", "report": ""})
     assert main(["--quick", "--out", str(out), "--force", "--no-plot", "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cost.json", "manifest.json", "new.txt"]
@@ -221,7 +221,7 @@ def test_force_replaces_only_what_the_lab_wrote(tmp_path, capsys, monkeypatch):
     from verl_drpo.lab.__main__ import build_parser, main
 
     monkeypatch.setattr(runner, "run_grid", _fake_grid)
-    monkeypatch.setattr(report, "write_outputs", lambda folder, runs, meta: (folder / "results.json").write_text("n")
+    monkeypatch.setattr(outputs, "write_outputs", lambda folder, runs, meta: (folder / "results.json").write_text("n")
                         and {"table": "", "report": ""})
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
@@ -255,7 +255,7 @@ def test_headline_design_writes_the_primary_line_and_key(tmp_path, capsys, monke
 
     def grid(design, workers=1, threads=1, show_progress=True):
         runs = []
-        for st in design.settings:
+        for st in design.conditions:
             for m in design.methods:
                 for i, seed in enumerate(design.seeds):
                     auc = 0.3 + 0.01 * (i % 4) - (0.05 if m in ("pg_is", "drpo") and st.staleness == 32 else 0.0)

@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from verl_drpo import modes
-from verl_drpo.lab.design import METHODS, LabConfig, Method, ModelSpec, Setting, TaskSpec
+from verl_drpo.lab.design import METHODS, Condition, LabConfig, Method, ModelSpec, TaskSpec
 from verl_drpo.lab.policy import SnapshotQueue, build_model, generate, response_log_probs, round_weights
 from verl_drpo.lab.policy import sequence_log_probs
 from verl_drpo.lab.task import Task
-from verl_drpo.lab.train import (effective_weights, exact_success_per_prompt, eval_set, group_advantages,
-                                 mean_abs_prob_diff, run_rl, smoothed_nll, teacher_batch)
+from verl_drpo.lab.evaluate import eval_set, exact_success_per_prompt, teacher_batch
+from verl_drpo.lab.rollout import group_advantages
+from verl_drpo.lab.train import effective_weights, mean_abs_prob_diff, run_rl
+from verl_drpo.lab.warm_start import smoothed_nll
 from verl_drpo.lab.verl_path import MiniBatch, make_actor_config, to_verl_inputs, verl_policy_loss
 
 TINY = ModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -113,7 +115,7 @@ def test_run_rl_behaviour_really_is_k_steps_old(task):
     init = build_model(task.vocab_size, TINY, max_positions=cfg.task.max_prompt_len + cfg.task.max_response_len,
                        seed=0).state_dict()
     for k in (0, 3):
-        r = run_rl("pg_is", Setting(staleness=k), 0, cfg, init)
+        r = run_rl("pg_is", Condition(staleness=k), 0, cfg, init)
         # before rollout s, 2*(s-1) optimizer steps were taken; the behaviour is min(k, that) steps old
         assert r["per_step"]["behaviour_age"] == [min(k, 2 * s) for s in range(4)]
     # fresh weights and no noise: the first rollout has pi == mu exactly
@@ -189,9 +191,9 @@ def test_every_method_builds_a_real_actor_config():
 
 def test_bad_settings_fail_clearly():
     with pytest.raises(ValueError, match="staleness"):
-        Setting(staleness=-1)
+        Condition(staleness=-1)
     with pytest.raises(ValueError, match="mismatch"):
-        Setting(mismatch=float("inf"))
+        Condition(mismatch=float("inf"))
     with pytest.raises(ValueError, match="divisible"):
         LabConfig(prompts_per_step=6, mini_batches=4)
     with pytest.raises(ValueError, match="group_size"):
@@ -301,16 +303,16 @@ def test_run_rl_in_float64_and_with_rounding():
     init = build_model(task.vocab_size, TINY, max_positions=cfg.task.max_prompt_len + cfg.task.max_response_len,
                        seed=0, dtype="float64").state_dict()
     assert all(v.dtype == torch.float64 for v in init.values() if v.is_floating_point())
-    r = run_rl("drpo_d0.2_noclip", Setting(0, 0.0, "bfloat16"), 0, cfg, init)
+    r = run_rl("drpo_d0.2_noclip", Condition(0, 0.0, "bfloat16"), 0, cfg, init)
     assert r["abs_prob_diff_mean"] > 0  # rounded behaviour weights: pi != mu from the first rollout
     assert len(r["curve"]["success"]) == 3 and len(r["curve"]["sampled_success"]) == 3
     assert all(s in (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0) for s in r["curve"]["sampled_success"])
 
 
 def test_bf16_rounded_logits_are_a_deterministic_biased_mismatch(task, model):
-    from verl_drpo.lab.train import logit_rounding
+    from verl_drpo.lab.rollout import logit_rounding
 
-    assert logit_rounding(Setting(0, 0.0, "bfloat16_logits")) == "bfloat16" and logit_rounding(Setting()) is None
+    assert logit_rounding(Condition(0, 0.0, "bfloat16_logits")) == "bfloat16" and logit_rounding(Condition()) is None
     gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     prompts = task.encode_prompts(task.sample_symbols(8, torch.Generator().manual_seed(5)))
     a = generate(model, prompts, task.spec.max_response_len, task.eos_id, task.pad_id, gen(), logit_rounding="bfloat16")
@@ -321,3 +323,30 @@ def test_bf16_rounded_logits_are_a_deterministic_biased_mismatch(task, model):
     # bfloat16 keeps 8 significant bits: logits of size ~1 move by up to 2^-8, so mu differs from pi by that order,
     # far above float32 round-off (1e-6) and far below a real policy change
     assert 1e-4 < gap.max().item() < 0.1
+
+
+def test_the_shared_rollout_builder_scores_groups_and_rounds_only_weight_conditions(task, model):
+    """rollout.sample_rollout (used by the RL loop and the mechanism check): groups of `group_size` consecutive
+    sequences of the same prompt, rewards from the verifier, advantages centred per group and zero on padding; the
+    same seed's generators give the same batch; load_behaviour rounds the weights only for a weight rounding."""
+    from verl_drpo.lab.rollout import load_behaviour, rollout_generators, sample_rollout
+
+    cfg = LabConfig(model=TINY, prompts_per_step=3, group_size=4, mini_batches=1)
+    cond = Condition(0, 0.5)
+    a = sample_rollout(model, task, cfg, cond, *rollout_generators(7))
+    b = sample_rollout(model, task, cfg, cond, *rollout_generators(7))
+    ro = a.rollout
+    assert ro.response_ids.shape[0] == 12 and torch.equal(ro.response_ids, b.rollout.response_ids)
+    prompts = ro.prompt_ids.view(3, 4, -1)
+    assert torch.equal(prompts, prompts[:, :1].expand_as(prompts))  # each group answers one prompt
+    assert set(a.rewards.tolist()) <= {0.0, 1.0}
+    assert a.sequence_advantages.view(3, 4).sum(1).abs().max().item() < 1e-6
+    assert torch.equal(a.token_advantages[ro.response_mask == 0], torch.zeros(int((ro.response_mask == 0).sum())))
+    state = model.state_dict()
+    behaviour = build_model(task.vocab_size, TINY, seed=1)
+    load_behaviour(behaviour, state, Condition(0, 0.0, "bfloat16_logits"))
+    assert all(torch.equal(behaviour.state_dict()[k], v) for k, v in state.items())  # logits rounded at sampling
+    load_behaviour(behaviour, state, Condition(0, 0.0, "bfloat16"))
+    w = next(v for k, v in behaviour.state_dict().items() if v.is_floating_point() and v.numel() > 100)
+    assert torch.equal(w, w.to(torch.bfloat16).to(w.dtype))  # every weight representable in bfloat16
+    assert not all(torch.equal(behaviour.state_dict()[k], v) for k, v in state.items())

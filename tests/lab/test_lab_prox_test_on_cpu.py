@@ -7,7 +7,7 @@ import pytest
 from verl_drpo.lab import prox_test
 from verl_drpo.lab.design import PROX_DEGRADING, PROX_LEARNING
 
-SETTINGS = [s.name for s in PROX_LEARNING.settings]
+SETTINGS = [s.name for s in PROX_LEARNING.conditions]
 
 
 def iv(mean, half=0.01):

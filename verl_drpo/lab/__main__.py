@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .design import DEFAULT, DESIGNS, DTYPES, METHODS, REFERENCES, Design, Setting
+from .design import DEFAULT, DESIGNS, DTYPES, METHODS, REFERENCES, Condition, Design
 
 PROG = "python -m verl_drpo.lab"
 # CPU features that select different kernels (and so different float round-off) in torch's CPU backend
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Off-policy lab: DRPO and its baselines through verl's ppo_loss on a tiny Qwen2 policy, "
         "under controlled staleness and training-inference mismatch, with paired comparisons against "
         f"{' and '.join(REFERENCES)}. Without --staleness/--mismatch the design's settings are used "
-        f"(default: {'; '.join(s.name for s in DEFAULT.settings)}).",
+        f"(default: {'; '.join(s.name for s in DEFAULT.conditions)}).",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CI run: every default method, one seed, a few steps")
@@ -143,7 +143,7 @@ def estimated_minutes(design: Design, workers: int) -> float:
     6 CPU s and a warm start about 10 (docs/lab.md, Cost); scaled by steps x rollout size, divided over workers."""
     cfg = design.config
     per_run = 6.0 * (cfg.steps * cfg.prompts_per_step * cfg.group_size) / (40 * 8 * 8)
-    cpu = len(design.methods) * len(design.settings) * len(design.seeds) * per_run + 10.0 * len(design.seeds)
+    cpu = len(design.methods) * len(design.conditions) * len(design.seeds) * per_run + 10.0 * len(design.seeds)
     return cpu / max(1, workers) / 60
 
 
@@ -151,14 +151,14 @@ def check_design(design: Design, args) -> None:
     """Refusals that need the whole design: staleness beyond the run, and large grids without --yes."""
     cfg = design.config
     budget = cfg.steps * cfg.mini_batches
-    for st in design.settings:
+    for st in design.conditions:
         if st.staleness > budget:
             raise ValueError(f"--staleness {st.staleness}: more than the run's {budget} optimizer steps "
                              f"({cfg.steps} RL steps x {cfg.mini_batches} mini-batches); every rollout would come "
                              f"from the warm start")
-    runs = len(design.methods) * len(design.settings) * len(design.seeds)
+    runs = len(design.methods) * len(design.conditions) * len(design.seeds)
     if runs > LARGE_GRID_RUNS and not getattr(args, "yes", False):
-        raise ValueError(f"{runs} runs ({len(design.methods)} methods x {len(design.settings)} settings x "
+        raise ValueError(f"{runs} runs ({len(design.methods)} methods x {len(design.conditions)} settings x "
                          f"{len(design.seeds)} seeds), about {estimated_minutes(design, args.workers):,.0f} minutes "
                          f"with {args.workers} worker(s): pass --yes to run a grid of more than {LARGE_GRID_RUNS} runs")
 
@@ -169,14 +169,14 @@ def design_from_args(args) -> Design:
     if args.steps is not None:
         cfg = replace(cfg, steps=args.steps, eval_every=min(cfg.eval_every, args.steps))
     if args.staleness is None and args.mismatch is None:
-        settings = base.settings
+        conditions = base.conditions
     else:
-        settings = tuple(Setting(k, s) for k in (args.staleness or [0]) for s in (args.mismatch or [0.0]))
-        if len(set(settings)) != len(settings):
+        conditions = tuple(Condition(k, s) for k in (args.staleness or [0]) for s in (args.mismatch or [0.0]))
+        if len(set(conditions)) != len(conditions):
             raise ValueError("--staleness/--mismatch: duplicate setting")
     methods = tuple(args.methods) if args.methods else base.methods
     seeds = tuple(args.seeds) if args.seeds is not None else base.seeds
-    return Design(base.name, cfg, methods, settings, seeds, base.references, base.summary, base.gain_in_every_setting)
+    return Design(base.name, cfg, methods, conditions, seeds, base.references, base.summary, base.gain_in_every_setting)
 
 
 def _cpu_flags() -> dict:
@@ -214,7 +214,7 @@ def fingerprint(design: Design, args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(_join_dash_values(argv))
-    from .report import OutputFolder
+    from .output_folder import OutputFolder
 
     out = OutputFolder(args.out, force=args.force)
     try:
@@ -237,13 +237,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(design: Design, args, argv: list[str], out) -> int:
-    from .report import plot, write_outputs
+    from .outputs import write_outputs
+    from .plots import plot
     from .runner import cpu_seconds, jobs, run_grid
 
     cfg = design.config
     n = len(jobs(design))
     print(f"[lab] {design.name} design: {n} runs = methods {','.join(design.methods)} x settings "
-          f"{'; '.join(s.name for s in design.settings)} x seeds {','.join(map(str, design.seeds))}; {cfg.steps} RL "
+          f"{'; '.join(s.name for s in design.conditions)} x seeds {','.join(map(str, design.seeds))}; {cfg.steps} RL "
           f"steps each; {cfg.dtype}; {args.workers} worker(s) x {args.threads} thread(s); output {args.out}",
           flush=True)
     environment = fingerprint(design, args)  # before the grid: the checkout may change while it runs
@@ -255,9 +256,9 @@ def _run(design: Design, args, argv: list[str], out) -> int:
         "config": json.loads(json.dumps(asdict(cfg))),
         "methods": {m: METHODS[m].describe() for m in design.methods},
         "references": [r for r in design.references if r in design.methods],
-        "settings": [asdict(s) | {"name": s.name} for s in design.settings],
-        "control_setting": design.settings[0].name,
-        "gain_settings": [s.name for s in design.settings] if design.gain_in_every_setting else None,
+        "settings": [asdict(s) | {"name": s.name} for s in design.conditions],
+        "control_setting": design.conditions[0].name,
+        "gain_settings": [s.name for s in design.conditions] if design.gain_in_every_setting else None,
         "seeds": list(design.seeds),
         "warm_start_success": info["warm_start_success"],
         "mechanism_check": info["mechanism_check"],

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .report import compare_environments
+from .aggregate import compare_environments
 
 
 def _load(folder: str) -> dict:

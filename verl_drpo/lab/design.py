@@ -1,8 +1,10 @@
-"""The lab's design in one place: the run configuration, the methods, the settings, and the three grids.
+"""The lab's design in one place: the run configuration, the methods, the off-policy conditions, and the grids.
 
 Everything a lab number depends on is here: ``LabConfig`` (task, model, warm start, RL schedule, evaluation), the
-methods (each a loss mode of ``verl_drpo.modes`` plus optional overrides), the off-policy settings, and the three
-designs ``DEFAULT``, ``FULL`` and ``QUICK``. docs/lab.md describes the same design in words; change both together.
+methods (each a loss mode of ``verl_drpo.modes`` plus optional overrides), the off-policy conditions (``Condition``:
+one staleness x mismatch x rounding cell of a grid; the docs and the results files call them "settings"), and the
+designs ``DEFAULT``, ``FULL``, ``QUICK`` and the pre-registered ones. docs/lab.md describes the same design in
+words; change both together.
 
 This module imports neither torch nor verl, so the command line can validate its arguments in milliseconds.
 """
@@ -180,8 +182,10 @@ REFERENCES = ("pg_is", "dppo_tv")  # every method is compared with these, paired
 
 
 @dataclass(frozen=True)
-class Setting:
-    """Off-policy knobs of the behaviour policy that samples the rollouts.
+class Condition:
+    """One off-policy condition of a grid: the knobs of the behaviour policy that samples the rollouts (named
+    ``Condition``, not "setting", because a setting in ``verl_drpo.modes`` is a loss hyper-parameter; its ``name``,
+    e.g. ``k=16,sigma=0``, is what the results files and docs call a setting).
 
     staleness: optimizer steps between behaviour and trained weights (0 = fresh weights at each rollout; the later
     mini-batches of a rollout are still 1..mini_batches-1 steps off). mismatch: std of i.i.d. Gaussian noise on the
@@ -208,25 +212,25 @@ class Setting:
 
 @dataclass(frozen=True)
 class Design:
-    """A grid: methods x settings x seeds, run with ``config``; every method is compared with each of
-    ``references`` (paired by seed). The first setting is the control of the learning check."""
+    """A grid: methods x conditions x seeds, run with ``config``; every method is compared with each of
+    ``references`` (paired by seed). The first condition is the control of the learning check."""
 
     name: str
     config: LabConfig
     methods: tuple[str, ...]
-    settings: tuple[Setting, ...]
+    conditions: tuple[Condition, ...]
     seeds: tuple[int, ...]
     references: tuple[str, ...] = REFERENCES
     summary: str = ""
-    gain_in_every_setting: bool = False  # report final - start per method in every setting, not only the control
+    gain_in_every_setting: bool = False  # report final - start per method in every condition, not only the control
 
 
-_ONE_AXIS_AT_A_TIME = (Setting(0, 0.0), Setting(16, 0.0), Setting(0, 1.0))
+_ONE_AXIS_AT_A_TIME = (Condition(0, 0.0), Condition(16, 0.0), Condition(0, 1.0))
 DEFAULT = Design(
     "default",
     LabConfig(),
     methods=("pg_is", "drpo", "drpo_d0.2", "dppo_tv", "vanilla", "spo"),
-    settings=_ONE_AXIS_AT_A_TIME,
+    conditions=_ONE_AXIS_AT_A_TIME,
     seeds=tuple(range(5)),
 )
 FULL = Design(
@@ -234,8 +238,8 @@ FULL = Design(
     LabConfig(sampled_eval=True),
     methods=("pg_is", "drpo", "drpo_d1", "drpo_d0.2", "dppo_tv", "dppo_kl", "vanilla", "spo", "mask_drpo", "dro",
              "cispo", "pg_is_noclip", "drpo_d0.2_noclip", "dppo_tv_noclip"),
-    settings=(Setting(0, 0.0), Setting(4, 0.0), Setting(16, 0.0), Setting(32, 0.0), Setting(0, 0.5),
-              Setting(0, 1.0), Setting(0, 0.0, "bfloat16"), Setting(0, 0.0, "float16")),
+    conditions=(Condition(0, 0.0), Condition(4, 0.0), Condition(16, 0.0), Condition(32, 0.0), Condition(0, 0.5),
+              Condition(0, 1.0), Condition(0, 0.0, "bfloat16"), Condition(0, 0.0, "float16")),
     seeds=tuple(range(10)),
 )
 # CI: the default warm start (so that groups have mixed rewards), every default method once, one stale and noisy
@@ -244,7 +248,7 @@ QUICK = Design(
     "quick",
     LabConfig(steps=4, prompts_per_step=4, group_size=8, eval_every=2, eval_prompts=64),
     methods=DEFAULT.methods,
-    settings=(Setting(4, 0.5),),
+    conditions=(Condition(4, 0.5),),
     seeds=(0,),
 )
 
@@ -253,11 +257,11 @@ QUICK = Design(
 # in a learning regime (the default schedule) and a degrading one (a learning rate at which PG-IS loses success).
 _PROX_METHODS = ("pg_is", "dppo_tv", "drpo_d0.2", "drpo_prox_d0.2")
 _PROX_REFERENCES = ("drpo_d0.2", "pg_is", "dppo_tv")
-_PROX_SETTINGS = tuple(Setting(k, sigma) for sigma in (0.0, 1.0) for k in (0, 16, 32))
+_PROX_CONDITIONS = tuple(Condition(k, sigma) for sigma in (0.0, 1.0) for k in (0, 16, 32))
 PROX_DEGRADING_LR = 1e-3
-PROX_LEARNING = Design("prox_learning", LabConfig(), _PROX_METHODS, _PROX_SETTINGS, tuple(range(10)),
+PROX_LEARNING = Design("prox_learning", LabConfig(), _PROX_METHODS, _PROX_CONDITIONS, tuple(range(10)),
                        _PROX_REFERENCES, "DRPO-prox test, learning regime (the default schedule)", True)
-PROX_DEGRADING = Design("prox_degrading", LabConfig(lr=PROX_DEGRADING_LR), _PROX_METHODS, _PROX_SETTINGS,
+PROX_DEGRADING = Design("prox_degrading", LabConfig(lr=PROX_DEGRADING_LR), _PROX_METHODS, _PROX_CONDITIONS,
                         tuple(range(10)), _PROX_REFERENCES,
                         f"DRPO-prox test, degrading regime (lr {PROX_DEGRADING_LR:g})", True)
 # The headline test (docs/lab/headline-preregistration.md, committed before any run of it): the degrading regime of
@@ -267,7 +271,7 @@ HEADLINE_SEEDS = tuple(range(100, 120))
 HEADLINE = Design(
     "headline", LabConfig(lr=PROX_DEGRADING_LR),
     methods=("pg_is", "drpo", "drpo_d0.2", "dppo_tv", "vanilla"),
-    settings=(Setting(0, 0.0), Setting(32, 0.0), Setting(0, 0.0, "bfloat16_logits")),
+    conditions=(Condition(0, 0.0), Condition(32, 0.0), Condition(0, 0.0, "bfloat16_logits")),
     seeds=HEADLINE_SEEDS, references=("dppo_tv", "pg_is"),
     summary="the pre-registered headline test: DRPO (delta 12.5) against DPPO-TV at k=32 (docs/lab.md)",
     gain_in_every_setting=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from .design import HEADLINE
-from .report import holm, paired_interval, paired_p, t975, t_two_sided_p
+from .stats import holm, paired_interval, paired_p, t975, t_two_sided_p
 
 STALE = "k=32,sigma=0"
 PRECISION = "k=0,sigma=0,bfloat16_logits"

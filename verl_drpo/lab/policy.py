@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .design import ModelSpec
+from .design import LabConfig, ModelSpec
 
 
 def build_model(vocab_size: int, spec: ModelSpec = ModelSpec(), max_positions: int = 32, seed: int = 0,
@@ -51,6 +51,15 @@ def build_model(vocab_size: int, spec: ModelSpec = ModelSpec(), max_positions: i
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(cfg).float()
     return model.to(getattr(torch, dtype))
+
+
+def max_positions(cfg: LabConfig) -> int:
+    return cfg.task.max_prompt_len + cfg.task.max_response_len
+
+
+def new_model(cfg: LabConfig, task, seed: int):
+    """The lab's policy for ``cfg`` over ``task``'s vocabulary (a ``task.Task``), initialised from ``seed``."""
+    return build_model(task.vocab_size, cfg.model, max_positions=max_positions(cfg), seed=seed, dtype=cfg.dtype)
 
 
 @torch.no_grad()

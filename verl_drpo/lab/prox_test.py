@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .report import Interval
+from .stats import Interval
 
 VARIANT, ANCHORED, PG_IS = "drpo_prox_d0.2", "drpo_d0.2", "pg_is"
 CONTROL = "k=0,sigma=0"

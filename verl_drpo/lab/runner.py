@@ -1,6 +1,6 @@
-"""Runs a design's grid (seeds x settings x methods) in a few worker processes, deterministically.
+"""Runs a design's grid (seeds x conditions x methods) in a few worker processes, deterministically.
 
-Each run depends only on (config, method, setting, seed): every worker uses one torch thread and seeded
+Each run depends only on (config, method, condition, seed): every worker uses one torch thread and seeded
 generators, so the results do not depend on the number of workers or the order runs finish in. Workers ignore
 Ctrl-C; the driver stops them and exits with one line.
 """
@@ -15,9 +15,9 @@ from multiprocessing import get_context
 import torch
 
 from .design import Design
-from .train import gradient_relative_difference, run_rl, warm_start
-
-MECHANISM_CHECK = ("drpo", "pg_is")  # DRPO at the paper's delta = 12.5 against the unregularized surrogate
+from .mechanism_check import MECHANISM_CHECK, gradient_relative_difference
+from .train import run_rl
+from .warm_start import warm_start
 
 
 def _init_worker(threads: int = 1):
@@ -33,17 +33,17 @@ def _warm(args):
 
 
 def _rl(args):
-    cfg, method, setting, seed, state = args
-    return run_rl(method, setting, seed, cfg, state)
+    cfg, method, condition, seed, state = args
+    return run_rl(method, condition, seed, cfg, state)
 
 
 def _mechanism(args):
-    cfg, state, seed, setting = args
-    return gradient_relative_difference(cfg, state, seed, *MECHANISM_CHECK, setting)
+    cfg, state, seed, condition = args
+    return gradient_relative_difference(cfg, state, seed, *MECHANISM_CHECK, condition)
 
 
 def jobs(design: Design):
-    return [(m, st, sd) for st in design.settings for m in design.methods for sd in design.seeds]
+    return [(m, st, sd) for st in design.conditions for m in design.methods for sd in design.seeds]
 
 
 def run_grid(design: Design, workers: int = 1, threads: int = 1, show_progress: bool = True) -> tuple[list, dict]:
@@ -67,8 +67,8 @@ def run_grid(design: Design, workers: int = 1, threads: int = 1, show_progress: 
             warm[seed] = ws
             bar.update(cfg.sft_steps)
         results = {}
-        # the mechanism check runs on the setting with the largest logit noise (pi != mu from the first batch)
-        noisy = max(design.settings, key=lambda s: (s.mismatch, s.rounding is not None, s.staleness))
+        # the mechanism check runs on the condition with the largest logit noise (pi != mu from the first batch)
+        noisy = max(design.conditions, key=lambda s: (s.mismatch, s.rounding is not None, s.staleness))
         checks = list(imap(_mechanism, [(cfg, warm[s]["state"], s, noisy) for s in design.seeds]))
         for r in imap(_rl, [(cfg, m, st, sd, warm[sd]["state"]) for (m, st, sd) in grid]):
             results[(r["method"], r["setting"], r["seed"])] = r

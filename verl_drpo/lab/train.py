@@ -1,134 +1,33 @@
-"""One lab run: a supervised warm start (shared by all methods and settings of a seed), then RL with verl's loss.
+"""One RL run from a seed's warm start with one method under one condition, every loss through verl's ``ppo_loss``.
 
 RL step (one rollout):
-1. draw ``prompts_per_step`` prompts, sample ``group_size`` responses each from the behaviour policy (the weights
-   of ``staleness`` optimizer steps ago, optionally rounded to a low-precision format, logits optionally perturbed
-   by noise of std ``mismatch``), keep log mu of every sampled token;
+1. sample a rollout from the behaviour policy (``rollout.sample_rollout``): the weights of ``staleness`` optimizer
+   steps ago, optionally rounded to a low-precision format, logits optionally perturbed by noise of std
+   ``mismatch``; log mu of every sampled token is kept;
 2. reward 1/0 by exact match; advantage = reward - group mean (no division by the group std, as the paper);
 3. split the batch into ``mini_batches`` consecutive mini-batches (whole groups) and take one optimizer step on
    each, loss = verl's ``ppo_loss`` anchored on mu; the gradient norm is logged before clipping.
 
-Evaluation is exact: every prompt has one correct answer, so the expected success of pi (sampling at temperature 1)
-is prod_t pi(a*_t | prompt, a*_<t), computed for the whole fixed held-out set in one teacher-forced pass.
+The policy is evaluated exactly (``evaluate``) every ``eval_every`` steps; ``run_summary`` reduces the run's record
+to the numbers the report aggregates.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
-from dataclasses import asdict, dataclass
 
 import torch
 
 from verl_drpo.modes import LOG_RATIO_CLAMP, uses_decoupled_inputs
 
-from .design import METHODS, LabConfig, Method, Setting
-from .policy import Rollout, SnapshotQueue, build_model, generate, left_pad, response_log_probs, round_weights
-from .policy import next_token_logits, sequence_log_probs
+from .design import METHODS, Condition, LabConfig, Method
+from .evaluate import eval_set, exact_success, sampled_success
+from .policy import SnapshotQueue, new_model, response_log_probs, sequence_log_probs
+from .rollout import load_behaviour, rollout_generators, sample_rollout
+from .run_summary import RunRecord, summarize
 from .task import Task
 from .verl_path import MiniBatch, decoupled_is_weights, make_actor_config, verl_policy_loss
-
-EVAL_SEED = 1_000_003  # the held-out prompt set is the same for every seed and method
-# verl's own clip / mask fractions, shown as reported by ppo_loss (means over a run's updates)
-VERL_FRACTION_KEYS = ("actor/pg_clipfrac", "actor/pg_clipfrac_lower")
-
-
-def max_positions(cfg: LabConfig) -> int:
-    return cfg.task.max_prompt_len + cfg.task.max_response_len
-
-
-def new_model(cfg: LabConfig, task: Task, seed: int):
-    return build_model(task.vocab_size, cfg.model, max_positions=max_positions(cfg), seed=seed, dtype=cfg.dtype)
-
-
-def teacher_batch(task: Task, symbols) -> Rollout:
-    """Prompts with their correct answers as responses (for the warm start and the exact evaluation)."""
-    prompt_ids, prompt_mask = left_pad(task.encode_prompts(symbols), task.pad_id)
-    answers = task.encode_answers(symbols)
-    width = max(len(a) for a in answers)
-    resp = torch.full((len(answers), width), task.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(answers), width), dtype=torch.long)
-    for i, a in enumerate(answers):
-        resp[i, : len(a)] = torch.tensor(a)
-        mask[i, : len(a)] = 1
-    return Rollout(prompt_ids, prompt_mask, resp, mask, torch.zeros(resp.shape))
-
-
-@dataclass
-class EvalSet:
-    symbols: list
-    prompts: list
-    answers: Rollout
-
-
-def eval_set(task: Task, n: int) -> EvalSet:
-    gen = torch.Generator().manual_seed(EVAL_SEED)
-    symbols = task.sample_symbols(n, gen)
-    return EvalSet(symbols, task.encode_prompts(symbols), teacher_batch(task, symbols))
-
-
-@torch.no_grad()
-def exact_success_per_prompt(model, answers: Rollout) -> torch.Tensor:
-    """(n,) probability that pi, sampling at temperature 1, writes exactly the correct answer (with its <eos>)."""
-    model.eval()
-    logp = response_log_probs(model, answers)
-    return (logp * answers.response_mask).sum(-1).exp()
-
-
-def exact_success(model, evs: EvalSet) -> float:
-    return exact_success_per_prompt(model, evs.answers).mean().item()
-
-
-@torch.no_grad()
-def sampled_success(model, task: Task, evs: EvalSet) -> float:
-    """One temperature-1 sample per held-out prompt with a fixed sampling seed (a noisy estimate of the above)."""
-    model.eval()
-    gen = torch.Generator().manual_seed(EVAL_SEED + 1)
-    ro = generate(model, evs.prompts, task.spec.max_response_len, task.eos_id, task.pad_id, gen=gen)
-    resp = [row[m.bool()].tolist() for row, m in zip(ro.response_ids, ro.response_mask)]
-    return sum(task.reward(s, r) for s, r in zip(evs.symbols, resp)) / len(evs.symbols)
-
-
-def smoothed_nll(model, batch: Rollout, smoothing: float) -> torch.Tensor:
-    """Teacher-forcing loss with label smoothing: -(1 - eps) log pi(a*) - eps mean_v log pi(v), per answer token.
-
-    The smoothing leaves the warm start under-confident (right ranking, low probability of the whole answer), as a
-    pretrained model is before RL sharpens it, so that RL has room to climb."""
-    p = batch.prompt_ids.shape[1]
-    logits = next_token_logits(model, batch.input_ids, batch.attention_mask)[:, p - 1 : -1]
-    logp_all = torch.log_softmax(logits, dim=-1)
-    target = logp_all.gather(-1, batch.response_ids[..., None]).squeeze(-1)
-    per_token = -(1 - smoothing) * target - smoothing * logp_all.mean(-1)
-    m = batch.response_mask.to(per_token.dtype)
-    return (per_token * m).sum() / m.sum()
-
-
-def warm_start(cfg: LabConfig, seed: int) -> dict:
-    """Supervised warm start (teacher forcing on the answers). Returns {"state": state_dict, "success": float}."""
-    task = Task(cfg.task)
-    model = new_model(cfg, task, seed)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, weight_decay=0.0)
-    for _ in range(cfg.sft_steps):
-        model.train()
-        batch = teacher_batch(task, task.sample_symbols(cfg.sft_batch, gen))
-        loss = smoothed_nll(model, batch, cfg.sft_label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        opt.step()
-    success = exact_success(model, eval_set(task, cfg.eval_prompts))
-    return {"state": {k: v.detach().clone() for k, v in model.state_dict().items()}, "success": success}
-
-
-def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """reward - mean of its group (no std division). rewards (n_prompts * group_size,), groups consecutive."""
-    if rewards.numel() % group_size:
-        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-    g = rewards.view(-1, group_size)
-    return (g - g.mean(dim=1, keepdim=True)).reshape(-1)
-
 
 def mean_abs_prob_diff(pi_log_probs: torch.Tensor, mu_log_probs: torch.Tensor, mask: torch.Tensor) -> float:
     """Mean |pi - mu| over the masked-in tokens (probabilities of the sampled tokens)."""
@@ -164,31 +63,8 @@ def make_optimizer(method: Method, cfg: LabConfig, params):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup))
 
 
-@dataclass
-class RunRecord:
-    """What one run measured, before summarising."""
-
-    method: str
-    setting: Setting
-    seed: int
-    curve: dict
-    per_step: dict
-    per_update: dict
-    loss_metrics: dict
-    tokens_trained: int
-    skipped_updates: int
-    stopped_at: int | None
-    steps: int  # the planned horizon
-    wall_s: float
-
-
-def logit_rounding(setting: Setting) -> str | None:
-    """The float format the behaviour's logits are rounded to ("bfloat16_logits" -> "bfloat16"), or None."""
-    r = setting.rounding
-    return r[: -len("_logits")] if r and r.endswith("_logits") else None
-
-
-def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_state: dict, progress=None) -> dict:
+def run_rl(method_name: str, condition: Condition, seed: int, cfg: LabConfig, init_state: dict,
+           progress=None) -> dict:
     """RL from the warm start with one method; returns curves and summary numbers (all plain Python)."""
     method = METHODS[method_name]
     torch.manual_seed(seed)
@@ -204,11 +80,9 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
     decoupled = uses_decoupled_inputs(method.mode)  # old_log_probs = pi_prox (the policy before this rollout's updates)
     opt, schedule = make_optimizer(method, cfg, model.parameters())
     clip = cfg.clip_grad if method.clip_grad is None else method.clip_grad
-    # prompts and sampling noise depend on the seed only, so every method of a seed sees the same random streams
-    gen_prompts = torch.Generator().manual_seed(10_000 + seed)
-    gen_sample = torch.Generator().manual_seed(20_000 + seed)
+    gen_prompts, gen_sample = rollout_generators(seed)
     evs = eval_set(task, cfg.eval_prompts)
-    snapshots = SnapshotQueue(setting.staleness)
+    snapshots = SnapshotQueue(condition.staleness)
     opt_step = 0
     snapshots.push(opt_step, model)
 
@@ -228,19 +102,10 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
     t0 = time.perf_counter()
     for step in range(1, cfg.steps + 1):
         b_step, b_state = snapshots.behaviour_state()
-        behaviour.load_state_dict(b_state)
-        if setting.rounding and not setting.rounding.endswith("_logits"):
-            round_weights(behaviour, setting.rounding)
-        symbols = task.sample_symbols(cfg.prompts_per_step, gen_prompts)
-        prompts = [p for p in task.encode_prompts(symbols) for _ in range(cfg.group_size)]
-        ro = generate(behaviour, prompts, task.spec.max_response_len, task.eos_id, task.pad_id, gen_sample,
-                      logit_noise_std=setting.mismatch, logit_rounding=logit_rounding(setting))
-        sym_rep = [s for s in symbols for _ in range(cfg.group_size)]
-        rewards = torch.tensor(
-            [task.reward(s, r[m.bool()].tolist()) for s, r, m in zip(sym_rep, ro.response_ids, ro.response_mask)]
-        )
-        adv_seq = group_advantages(rewards, cfg.group_size)
-        advantages = adv_seq[:, None] * ro.response_mask
+        load_behaviour(behaviour, b_state, condition)
+        scored = sample_rollout(behaviour, task, cfg, condition, gen_prompts, gen_sample)
+        ro, rewards, adv_seq = scored.rollout, scored.rewards, scored.sequence_advantages
+        advantages = scored.token_advantages
         with torch.no_grad():
             pi_now = response_log_probs(model, ro)
         if decoupled:  # verl's decoupled mode: recomputed old log-probs and untruncated weights pi_prox / mu
@@ -300,94 +165,6 @@ def run_rl(method_name: str, setting: Setting, seed: int, cfg: LabConfig, init_s
         if skipped >= cfg.mini_batches * 3:
             stopped_at = step
             break
-    record = RunRecord(method_name, setting, seed, curve, per_step, per_update, loss_metrics, tokens_trained,
+    record = RunRecord(method_name, condition, seed, curve, per_step, per_update, loss_metrics, tokens_trained,
                        skipped, stopped_at, cfg.steps, time.perf_counter() - t0)
     return summarize(record)
-
-
-def auc(eval_steps: list[int], success: list[float]) -> float:
-    """Mean success over the run: trapezoid over the evaluation points, normalised by the horizon."""
-    xs, s = eval_steps, success
-    return sum((xs[i + 1] - xs[i]) * (s[i] + s[i + 1]) / 2 for i in range(len(xs) - 1)) / max(xs[-1] - xs[0], 1)
-
-
-def summarize(rec: RunRecord) -> dict:
-    xs, s = rec.curve["eval_step"], rec.curve["success"]
-    if rec.stopped_at is not None:  # a run stopped on non-finite gradients counts as failing from there on
-        xs, s = xs + [rec.steps], s + [0.0]
-    mean = lambda v: statistics.fmean(v) if v else float("nan")  # noqa: E731
-    pu = rec.per_update
-    return {
-        "method": rec.method,
-        "setting": rec.setting.name,
-        "staleness": rec.setting.staleness,
-        "mismatch": rec.setting.mismatch,
-        "rounding": rec.setting.rounding,
-        "seed": rec.seed,
-        "start_success": s[0],
-        "final_success": s[-1],
-        "auc": auc(xs, s),
-        "final_sampled_success": rec.curve["sampled_success"][-1] if rec.curve["sampled_success"] else None,
-        "stopped_at": rec.stopped_at,
-        "skipped_updates": rec.skipped_updates,
-        "nonzero_adv_frac": mean(rec.per_step["nonzero_adv_frac"]),
-        "abs_prob_diff_mean": mean(rec.per_step["abs_prob_diff"]),
-        "ratio_max": max(rec.per_step["ratio_max"]) if rec.per_step["ratio_max"] else float("nan"),
-        "grad_norm_median": statistics.median(pu["grad_norm"]) if pu["grad_norm"] else float("nan"),
-        "grad_norm_max": max(pu["grad_norm"]) if pu["grad_norm"] else float("nan"),
-        "w_mean": mean(pu["w_mean"]),
-        "w_min": min(pu["w_min"]) if pu["w_min"] else float("nan"),
-        "w_max": max(pu["w_max"]) if pu["w_max"] else float("nan"),
-        "beyond_own_boundary": mean(pu["beyond_own_boundary"]),
-        "loss_metrics": {k: mean(v) for k, v in sorted(rec.loss_metrics.items())},
-        "curve": rec.curve,
-        "per_step": rec.per_step,
-        "per_update": rec.per_update,
-        "tokens_trained": rec.tokens_trained,
-        "wall_s": rec.wall_s,
-    }
-
-
-def gradient_relative_difference(cfg: LabConfig, init_state: dict, seed: int, method_a: str, method_b: str,
-                                 setting: Setting) -> dict:
-    """||g_a - g_b|| / ||g_b|| for the two methods' full-batch gradients on one rollout of `setting` from the warm
-    start (the mechanism check DRPO(delta=12.5) ~ PG-IS), with the batch's max |pi - mu|."""
-    task = Task(cfg.task)
-    model = new_model(cfg, task, seed)
-    model.load_state_dict(init_state)
-    if setting.rounding and not setting.rounding.endswith("_logits"):
-        round_weights(model, setting.rounding)
-    gen_prompts = torch.Generator().manual_seed(10_000 + seed)
-    gen_sample = torch.Generator().manual_seed(20_000 + seed)
-    symbols = task.sample_symbols(cfg.prompts_per_step, gen_prompts)
-    prompts = [p for p in task.encode_prompts(symbols) for _ in range(cfg.group_size)]
-    ro = generate(model, prompts, task.spec.max_response_len, task.eos_id, task.pad_id, gen_sample,
-                  logit_noise_std=setting.mismatch, logit_rounding=logit_rounding(setting))
-    model.load_state_dict(init_state)
-    sym_rep = [s for s in symbols for _ in range(cfg.group_size)]
-    rewards = torch.tensor(
-        [task.reward(s, r[m.bool()].tolist()) for s, r, m in zip(sym_rep, ro.response_ids, ro.response_mask)]
-    )
-    adv = group_advantages(rewards, cfg.group_size)[:, None] * ro.response_mask
-    mb = MiniBatch(ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask, ro.rollout_log_probs, adv)
-    grads = []
-    for name in (method_a, method_b):
-        actor_cfg = make_actor_config(name, ro.response_ids.shape[0], cfg.group_size, cfg.task.max_response_len)
-        model.zero_grad(set_to_none=True)
-        loss, _ = verl_policy_loss(actor_cfg, sequence_log_probs(model, ro.input_ids, ro.attention_mask), mb)
-        loss.backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    with torch.no_grad():
-        pi = response_log_probs(model, ro)
-    m = ro.response_mask.bool() & (adv != 0)
-    return {
-        "methods": [method_a, method_b],
-        "setting": setting.name,
-        "seed": seed,
-        # None when the batch has no non-zero advantage (both gradients are 0)
-        "relative_difference": ((grads[0] - grads[1]).norm() / grads[1].norm()).item() if grads[1].norm() > 0
-        else None,
-        "max_abs_prob_diff": (pi[m].exp() - ro.rollout_log_probs[m].exp()).abs().max().item() if m.any() else 0.0,
-        "nonzero_adv_tokens": int(m.sum()),
-        "config": asdict(setting),
-    }
