@@ -113,7 +113,7 @@ drpo_check_variables() {
   [[ $VAL_TEMPERATURE == 0 ]] || drpo_require_number VAL_TEMPERATURE 0
   # vLLM's share of a rollout GPU, by default per trainer mode (arithmetic: docs/reproduction.md, "GPU memory"): in
   # sync and colocate_async vLLM wakes beside the actor's resident FSDP state on every GPU; in separate_async and
-  # fully_async its GPUs hold nothing else (0.8, as verl's own fully-async DAPO examples)
+  # fully_async its GPUs hold nothing else (0.8, as verl's own fully-async DAPO example)
   if [[ -z $GPU_MEMORY_UTILIZATION ]]; then
     case $TRAINER_MODE in separate_async | fully_async) GPU_MEMORY_UTILIZATION=0.8 ;; *) GPU_MEMORY_UTILIZATION=0.6 ;; esac
   fi

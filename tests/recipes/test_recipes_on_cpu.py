@@ -799,7 +799,7 @@ def test_engine_rollout_and_precision_compose_from_verls_own_keys(tmp_path, engi
                                                 ("separate_async", 0.8), ("fully_async", 0.8)])
 def test_vllms_memory_share_follows_the_trainer_mode_and_a_set_value_wins(tmp_path, recipe, trainer_mode, share):
     """Issue 19 item 4: vLLM shares each GPU with the actor's resident state in sync / colocate_async, and has its
-    GPUs to itself in separate_async / fully_async (verl's fully-async DAPO examples use 0.8). Before: one value for
+    GPUs to itself in separate_async / fully_async (verl's fully-async DAPO example uses 0.8). Before: one value for
     every mode (0.4 in the DAPO recipe, 0.6 elsewhere), on dedicated rollout GPUs too."""
     cfg, report = composed(tmp_path, recipe, TRAINER_MODE=trainer_mode)
     assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == share
