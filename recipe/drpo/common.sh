@@ -12,6 +12,7 @@
 #   drpo_loss_overrides       LOSS_MODE -> LOSS_OVERRIDES, from the one table of loss modes (verl_drpo/modes.py)
 #   drpo_backend_overrides    ENGINE, ROLLOUT, PRECISION -> ENGINE_OVERRIDES, ROLLOUT_OVERRIDES (verl's own keys)
 #   drpo_trainer_mode         TRAINER_MODE + STALENESS -> MODE_OVERRIDES, ENTRY, DRY_RUN_ENTRY
+#   drpo_log_prob_passes      the settings of verl's log-prob passes, only where one runs -> LOG_PROB_OVERRIDES
 #   drpo_user_overrides       the command line's overrides -> USER_OVERRIDES (see there)
 #   drpo_preflight            before a real launch of a decoupled-input mode (drpo_prox): the dry run's checks
 #   drpo_doctor               the plugin check before anything starts
@@ -110,6 +111,12 @@ drpo_check_variables() {
   # verl's agent loop samples validation at val_kwargs.temperature whatever do_sample says: greedy needs 0
   [[ -n $VAL_TEMPERATURE ]] || { [[ $VAL_DO_SAMPLE == True ]] && VAL_TEMPERATURE=$TEMPERATURE || VAL_TEMPERATURE=0; }
   [[ $VAL_TEMPERATURE == 0 ]] || drpo_require_number VAL_TEMPERATURE 0
+  # vLLM's share of a rollout GPU, by default per trainer mode (arithmetic: docs/reproduction.md, "GPU memory"): in
+  # sync and colocate_async vLLM wakes beside the actor's resident FSDP state on every GPU; in separate_async and
+  # fully_async its GPUs hold nothing else (0.8, as verl's own fully-async DAPO example)
+  if [[ -z $GPU_MEMORY_UTILIZATION ]]; then
+    case $TRAINER_MODE in separate_async | fully_async) GPU_MEMORY_UTILIZATION=0.8 ;; *) GPU_MEMORY_UTILIZATION=0.6 ;; esac
+  fi
   drpo_require_number GPU_MEMORY_UTILIZATION 0 1
   for name in DRY_RUN SKIP_DOCTOR USE_RUNTIME_ENV_PLUGIN; do drpo_require_choice "$name" 0 1; done
   drpo_require_choice REWARD default math_verify
@@ -164,7 +171,7 @@ drpo_shared_variables() {
   N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}
   NNODES=${NNODES:-1}
   ROLLOUT_TP=${ROLLOUT_TP:-1}                          # vLLM tensor parallel size
-  GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.6}  # vLLM's share of each GPU
+  GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-}  # vLLM's share of a GPU (empty: 0.6 shared, 0.8 rollout-only)
   TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-64}             # prompts per rollout (x ROLLOUT_N samples), the paper's 64 x 8
   PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE:-16}       # prompts per optimizer step: 4 steps per rollout, as the paper
   ROLLOUT_N=${ROLLOUT_N:-8}
@@ -239,13 +246,12 @@ drpo_override_groups() {
     # actor/entropy_loss (times entropy_coeff = 0 in the loss)
     actor_rollout_ref.actor.calculate_entropy=True
     "${LOSS_OVERRIDES[@]}"  # LOSS_MODE's own settings, from the table
-    # token-budget batching (verl's use_dynamic_bsz), for the update and the log-prob passes
+    # token-budget batching (verl's use_dynamic_bsz) for the update; verl's actor worker asserts that the rollout
+    # log-prob switch equals the actor's, so it is passed whether or not a log-prob pass runs
     "actor_rollout_ref.actor.use_dynamic_bsz=${USE_DYNAMIC_BSZ}"
     "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=${PPO_MAX_TOKEN_LEN_PER_GPU}"
-    "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=${USE_DYNAMIC_BSZ}"
-    "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU}"
     "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=${USE_DYNAMIC_BSZ}"
-    "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU}"
+    "${LOG_PROB_OVERRIDES[@]}"  # the log-prob passes' budgets, only where such a pass runs (drpo_log_prob_passes)
   )
   ROLLOUT=(  # vLLM or SGLang, async agent loop (verl's only rollout mode), the full untruncated sampling distribution
     "${ROLLOUT_OVERRIDES[@]}"  # ROLLOUT and its PRECISION (drpo_backend_overrides)
@@ -292,6 +298,7 @@ drpo_compose() {
   drpo_loss_overrides    # LOSS_MODE -> LOSS_OVERRIDES, from the table
   drpo_backend_overrides # ENGINE, ROLLOUT, PRECISION -> ENGINE_OVERRIDES, ROLLOUT_OVERRIDES
   drpo_trainer_mode      # TRAINER_MODE, STALENESS -> MODE_OVERRIDES, ENTRY
+  drpo_log_prob_passes "$@"  # the loss mode and the command line -> LOG_PROB_OVERRIDES
   drpo_override_groups   # -> DATA ALGORITHM ACTOR ROLLOUT TRAINER, and OVERRIDES
   drpo_user_overrides "$@"
 }
@@ -450,6 +457,43 @@ sys.exit(0 if s and os.path.isdir(os.path.join(list(s.submodule_search_locations
                        "rollout.total_rollout_steps=$(( TOTAL_TRAINING_STEPS * TRAIN_BATCH_SIZE ))"
                        "actor_rollout_ref.rollout.checkpoint_engine.backend=${CHECKPOINT_BACKEND:-nccl}") ;;
   esac
+}
+
+# drpo_last_value KEY ARG...: the value of the last `KEY=value` (also `+KEY=`, `++KEY=`) among the ARGs, else empty.
+drpo_last_value() {
+  local key=$1 arg value=""; shift
+  for arg in "$@"; do
+    arg=${arg#+}; arg=${arg#+}
+    [[ $arg == "${key}="* ]] && value=${arg#*=}
+  done
+  printf '%s' "$value"
+}
+
+# The loss mode's and the command line's overrides -> LOG_PROB_OVERRIDES, the settings of verl's log-prob passes,
+# passed only where such a pass runs (elsewhere they would be settings that do nothing). verl 0.9.1's trainers
+# recompute old log-probs only outside bypass mode (_compute_old_log_prob: drpo_prox, or a bypass_mode=False
+# override) and build a reference worker only when need_reference_policy (a KL loss or KL in the reward); in the
+# recipes' default bypass mode neither runs. rollout.log_prob_micro_batch_size_per_gpu (validate_config requires it)
+# and rollout.log_prob_use_dynamic_bsz (the actor worker asserts it equals actor.use_dynamic_bsz) stay in every run.
+drpo_log_prob_passes() {
+  local bypass kl_loss kl_reward
+  local anchor=algorithm.rollout_correction.bypass_mode kl=actor_rollout_ref.actor.use_kl_loss
+  # the recipe's own values first (ALGORITHM, ACTOR), then the loss mode's, then the command line's: the last wins
+  bypass=$(drpo_last_value "$anchor" "${anchor}=True" "${LOSS_OVERRIDES[@]}" "$@")
+  kl_loss=$(drpo_last_value "$kl" "${kl}=False" "${LOSS_OVERRIDES[@]}" "$@")
+  kl_reward=$(drpo_last_value algorithm.use_kl_in_reward algorithm.use_kl_in_reward=False "${LOSS_OVERRIDES[@]}" "$@")
+  LOG_PROB_OVERRIDES=()
+  OLD_LOG_PROB_PASS=0 REFERENCE_POLICY=0
+  [[ ${bypass,,} == false ]] && OLD_LOG_PROB_PASS=1
+  [[ ${kl_loss,,} == true || ${kl_reward,,} == true ]] && REFERENCE_POLICY=1
+  if (( OLD_LOG_PROB_PASS || REFERENCE_POLICY )); then  # the actor's own log-prob pass (also the LoRA reference's)
+    LOG_PROB_OVERRIDES+=("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU}")
+  fi
+  if (( REFERENCE_POLICY )); then  # the reference worker's pass, batched like the actor's
+    LOG_PROB_OVERRIDES+=("actor_rollout_ref.ref.log_prob_use_dynamic_bsz=${USE_DYNAMIC_BSZ}"
+                         "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU}"
+                         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=${LOG_PROB_MICRO_BATCH_SIZE_PER_GPU}")
+  fi
 }
 
 # The command line's Hydra overrides -> USER_OVERRIDES, unchanged except for one case. The recipe adds the config

@@ -797,3 +797,61 @@ def test_engine_rollout_and_precision_compose_from_verls_own_keys(tmp_path, engi
         assert cfg.actor_rollout_ref.actor.strategy == "fsdp2"
         mixed = cfg.actor_rollout_ref.actor.fsdp_config.get("mixed_precision") or {}
         assert (mixed.get("param_dtype") == "fp16") == (precision == "fp16")
+
+
+# ----------------------------------------------------------------------------------------- vLLM's share of a GPU
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("trainer_mode,share", [("sync", 0.6), ("colocate_async", 0.6),
+                                                ("separate_async", 0.8), ("fully_async", 0.8)])
+def test_vllms_memory_share_follows_the_trainer_mode_and_a_set_value_wins(tmp_path, recipe, trainer_mode, share):
+    """Issue 19 item 4: vLLM shares each GPU with the actor's resident state in sync / colocate_async, and has its
+    GPUs to itself in separate_async / fully_async (verl's fully-async DAPO example uses 0.8). Before: one value for
+    every mode (0.4 in the DAPO recipe, 0.6 elsewhere), on dedicated rollout GPUs too."""
+    cfg, report = composed(tmp_path, recipe, TRAINER_MODE=trainer_mode)
+    assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == share
+    assert report.settings["gpu_memory_utilization"] == share  # what the dry run (DRY_RUN_JSON) shows
+    cfg, report = composed(tmp_path, recipe, TRAINER_MODE=trainer_mode, GPU_MEMORY_UTILIZATION="0.45")
+    assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == 0.45 == report.settings["gpu_memory_utilization"]
+
+
+# ----------------------------------------------------------------------------------------- log-prob passes
+REF_LOG_PROB_KEYS = ("actor_rollout_ref.ref.log_prob_use_dynamic_bsz", "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu",
+                     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu")
+OLD_LOG_PROB_BUDGET = "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu"
+
+
+def _keys(overrides):
+    return {o.lstrip("+").split("=", 1)[0] for o in overrides}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_log_prob_settings_are_passed_only_where_verl_runs_a_log_prob_pass(tmp_path, recipe):
+    """Issue 19 item 8: in bypass mode (drpo and the other table modes) verl 0.9.1 runs no old-log-prob pass and
+    builds no reference worker, so their budgets are not passed; drpo_prox (bypass_mode=False) gets the old-log-prob
+    budget. What verl checks in every run stays: rollout.log_prob_micro_batch_size_per_gpu (validate_config) and
+    rollout.log_prob_use_dynamic_bsz (the actor worker asserts it equals actor.use_dynamic_bsz)."""
+    _, overrides = recorded_overrides(tmp_path, recipe, USE_DYNAMIC_BSZ="True")
+    keys = _keys(overrides)
+    assert OLD_LOG_PROB_BUDGET not in keys and not keys & set(REF_LOG_PROB_KEYS), sorted(keys)
+    assert "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True" in overrides
+    assert any(o.startswith("actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=") for o in overrides)
+    _, overrides = recorded_overrides(tmp_path, recipe, USE_DYNAMIC_BSZ="True", LOSS_MODE="drpo_prox",
+                                      LOG_PROB_MAX_TOKEN_LEN_PER_GPU=40000)
+    assert f"{OLD_LOG_PROB_BUDGET}=40000" in overrides and not _keys(overrides) & set(REF_LOG_PROB_KEYS)
+    # a bypass_mode=False from the command line also runs the pass, and its budget follows
+    _, overrides = recorded_overrides(tmp_path, recipe, "algorithm.rollout_correction.bypass_mode=False")
+    assert OLD_LOG_PROB_BUDGET in _keys(overrides)
+
+
+@pytest.mark.parametrize("dynamic", ["False", "True"])
+def test_a_kl_term_gets_a_reference_worker_that_verl_accepts(tmp_path, dynamic):
+    """A KL loss on the command line makes verl build a reference worker: its log-prob settings are then passed, and
+    the composed config passes verl's validate_config (which, without dynamic batching, requires the reference's
+    micro-batch size; before, the recipes never passed it)."""
+    cfg, _ = composed(tmp_path, "gsm8k", "actor_rollout_ref.actor.use_kl_loss=True", USE_DYNAMIC_BSZ=dynamic,
+                      LOG_PROB_MICRO_BATCH_SIZE_PER_GPU=6)
+    ref = cfg.actor_rollout_ref.ref
+    assert ref.log_prob_micro_batch_size_per_gpu == 6 and ref.log_prob_use_dynamic_bsz is (dynamic == "True")
+    assert ref.log_prob_max_token_len_per_gpu == 3 * (512 + 1024)
+    _, overrides = recorded_overrides(tmp_path, "gsm8k", "++algorithm.use_kl_in_reward=true")
+    assert set(REF_LOG_PROB_KEYS) <= _keys(overrides)

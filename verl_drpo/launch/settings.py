@@ -33,6 +33,7 @@ TRAINING: tuple[tuple[str, str], ...] = (
     ("rollout_is", RC + "rollout_is"), ("rollout_is_threshold", RC + "rollout_is_threshold"),
     ("rollout_is_batch_normalize", RC + "rollout_is_batch_normalize"),
     ("rollout_name", R + "name"), ("rollout_mode", R + "mode"), ("rollout_n", R + "n"),
+    ("rollout_tp", R + "tensor_model_parallel_size"), ("gpu_memory_utilization", R + "gpu_memory_utilization"),
     # precision (the recipes' PRECISION): the training engine's and the rollout engine's own keys
     ("fsdp_mixed_precision", A + "fsdp_config.mixed_precision"), ("megatron_dtype", A + "megatron.dtype"),
     ("rollout_dtype", R + "dtype"), ("rollout_quantization", R + "quantization"),
