@@ -150,7 +150,6 @@ def drpo_prox_token_loss(
     return -adv * ratio + drpo_prox_penalty(ratio, prox_ratio, mu, adv, delta)
 
 
-
 # Each verl-drpo mode's readable token loss, from the hyper-parameters `p` the mode reads (its `modes.LossMode.reads`,
 # by name: `plugin.hyperparameters` builds them) and log pi, log mu, A and, for drpo_prox only, log pi_prox. The fast
 # path (`PolicyLoss` below, what verl's call runs) is checked against these: tests/core and scripts/gpu_check.sh.

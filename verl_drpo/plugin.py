@@ -99,7 +99,7 @@ def compute_policy_loss(
                                                      rollout_is_weights))
     # Data errors are rank-local (one rank's micro-batch holds the -inf, the others do not), so the tokens they touch
     # are left out and counted, and the step goes on.
-    kept = _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable, batch.token_weights)
+    kept = _usable_tokens(batch, recoverable)
     result = _loss_on(batch, kept)
     if not result.finite and result.n_kept:  # finite inputs whose terms overflowed: leave those tokens out too
         result = _loss_on(batch, kept & torch.isfinite(result.values) & torch.isfinite(result.grad_coef))
@@ -169,15 +169,16 @@ def _loss_on(batch: _MicroBatch, kept: torch.Tensor, also_read: torch.Tensor | N
                        grad_coef)
 
 
-def _usable_tokens(mask, log_prob, anchor, advantages, centre, recoverable, weights) -> torch.Tensor:
+def _usable_tokens(batch: _MicroBatch, recoverable: torch.Tensor | None) -> torch.Tensor:
     """The valid tokens whose every input is finite (and, decoupled, whose mu is recoverable from its weight)."""
-    usable = mask & torch.isfinite(log_prob.detach()) & torch.isfinite(anchor) & torch.isfinite(advantages)
-    if centre is not None:
-        usable &= torch.isfinite(centre.detach())
+    b = batch
+    usable = b.mask & torch.isfinite(b.log_prob.detach()) & torch.isfinite(b.anchor) & torch.isfinite(b.advantages)
+    if b.centre is not None:
+        usable &= torch.isfinite(b.centre.detach())
     if recoverable is not None:
         usable &= recoverable
-    if weights is not None:
-        usable &= torch.isfinite(weights.detach())
+    if b.token_weights is not None:
+        usable &= torch.isfinite(b.token_weights.detach())
     return usable
 
 

@@ -476,20 +476,19 @@ drpo_last_value() {
 # recipes' default bypass mode neither runs. rollout.log_prob_micro_batch_size_per_gpu (validate_config requires it)
 # and rollout.log_prob_use_dynamic_bsz (the actor worker asserts it equals actor.use_dynamic_bsz) stay in every run.
 drpo_log_prob_passes() {
-  local bypass kl_loss kl_reward
+  local bypass kl_loss kl_reward old_log_prob_pass=0 reference_policy=0
   local anchor=algorithm.rollout_correction.bypass_mode kl=actor_rollout_ref.actor.use_kl_loss
   # the recipe's own values first (ALGORITHM, ACTOR), then the loss mode's, then the command line's: the last wins
   bypass=$(drpo_last_value "$anchor" "${anchor}=True" "${LOSS_OVERRIDES[@]}" "$@")
   kl_loss=$(drpo_last_value "$kl" "${kl}=False" "${LOSS_OVERRIDES[@]}" "$@")
   kl_reward=$(drpo_last_value algorithm.use_kl_in_reward algorithm.use_kl_in_reward=False "${LOSS_OVERRIDES[@]}" "$@")
   LOG_PROB_OVERRIDES=()
-  OLD_LOG_PROB_PASS=0 REFERENCE_POLICY=0
-  [[ ${bypass,,} == false ]] && OLD_LOG_PROB_PASS=1
-  [[ ${kl_loss,,} == true || ${kl_reward,,} == true ]] && REFERENCE_POLICY=1
-  if (( OLD_LOG_PROB_PASS || REFERENCE_POLICY )); then  # the actor's own log-prob pass (also the LoRA reference's)
+  [[ ${bypass,,} == false ]] && old_log_prob_pass=1
+  [[ ${kl_loss,,} == true || ${kl_reward,,} == true ]] && reference_policy=1
+  if (( old_log_prob_pass || reference_policy )); then  # the actor's own log-prob pass (also the LoRA reference's)
     LOG_PROB_OVERRIDES+=("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU}")
   fi
-  if (( REFERENCE_POLICY )); then  # the reference worker's pass, batched like the actor's
+  if (( reference_policy )); then  # the reference worker's pass, batched like the actor's
     LOG_PROB_OVERRIDES+=("actor_rollout_ref.ref.log_prob_use_dynamic_bsz=${USE_DYNAMIC_BSZ}"
                          "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=${LOG_PROB_MAX_TOKEN_LEN_PER_GPU}"
                          "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=${LOG_PROB_MICRO_BATCH_SIZE_PER_GPU}")
