@@ -38,6 +38,8 @@
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), SMOKE_DIR (work dir, default outputs/cpu_smoke),
 # RECIPE (recipe/drpo/run_drpo_gsm8k.sh), REUSE_RAY (1: one Ray head for all runs), SMOKE_TIMEOUT (s per run, 600),
+# SMOKE_JOBS (1: one run at a time; 2: two lanes of runs side by side, each with its own Ray head, 'resume' in 'sync2's
+# lane after it; a run is mostly one process starting at a time, so on 2 cores two lanes fill the idle core),
 # SMOKE_DEVICE (cpu, or cuda: the same runs and checks on one CUDA GPU with the installed vLLM, none of the CPU
 # overrides; what scripts/gpu_check.sh runs).
 # Needs vLLM's CPU build: bash scripts/setup_env.sh --vllm. See docs/cpu-smoke.md.
@@ -58,6 +60,14 @@ MODES=("$@")
 for m in "${MODES[@]}"; do
   [[ " $ALL_MODES " == *" $m "* ]] || { echo "smoke_cpu.sh: unknown run '$m' (one of: $ALL_MODES)" >&2; exit 2; }
 done
+SMOKE_JOBS=${SMOKE_JOBS:-1}
+if ! [[ $SMOKE_JOBS =~ ^[1-9][0-9]*$ ]]; then
+  echo "smoke_cpu.sh: SMOKE_JOBS must be a whole number >= 1, got '$SMOKE_JOBS'" >&2; exit 2
+fi
+if (( SMOKE_JOBS > 1 )) && [[ ${REUSE_RAY:-1} != 1 ]]; then
+  echo "smoke_cpu.sh: SMOKE_JOBS=$SMOKE_JOBS runs lanes side by side, each on its own Ray head: needs REUSE_RAY=1" >&2
+  exit 2
+fi
 if [[ " ${MODES[*]} " == *" resume "* && " ${MODES[*]} " != *" sync2 "* ]]; then
   echo "smoke_cpu.sh: 'resume' continues 'sync2': run both (sync2 first)" >&2; exit 2
 fi
@@ -91,11 +101,44 @@ rm -rf "$recipe_copy" && mkdir -p "$recipe_copy"
 cp -r "$(dirname "$RECIPE")/." "$recipe_copy/"
 RECIPE=$recipe_copy/$(basename "$RECIPE")
 
-log "building the tiny model and data in $SMOKE_DIR/tiny"
-"$PYTHON" -m verl_drpo.cpu.tiny --out "$SMOKE_DIR/tiny"
+RAY_PIDS=() RAY_TMPS=() RAY_ADDRS=() RAY_LOGS=() build_pids=()
+cleanup() {
+  local pid tmp
+  for pid in "${build_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${RAY_PIDS[@]}"; do
+    log "stopping the Ray head (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  # the Ray session's logs go with it unless KEEP_RAY_LOGS=1 (the runs' own logs stay in $SMOKE_DIR/logs)
+  if [[ "${KEEP_RAY_LOGS:-0}" != 1 ]]; then for tmp in "${RAY_TMPS[@]}"; do rm -rf "$tmp"; done; fi
+}
+trap cleanup EXIT
+
+# The tiny model(s) are built in the background while the doctor runs and the Ray head starts (each of these is one
+# process: side by side they use both cores); their output is shown once they are done.
+build_tiny() {  # <dir> [tiny.py options]
+  local dir=$1; shift
+  log "building the tiny model and data in $dir (log: $SMOKE_DIR/logs/$(basename "$dir").log)"
+  "$PYTHON" -m verl_drpo.cpu.tiny --out "$dir" "$@" > "$SMOKE_DIR/logs/$(basename "$dir").log" 2>&1 &
+  build_pids+=($!)
+}
+wait_tiny() {
+  local i dir
+  for i in "${!build_pids[@]}"; do
+    dir=${build_dirs[i]}
+    if ! wait "${build_pids[i]}"; then
+      cat "$SMOKE_DIR/logs/$(basename "$dir").log"; log "building $dir FAILED"; exit 1
+    fi
+    grep -v '^$' "$SMOKE_DIR/logs/$(basename "$dir").log" | tail -3
+  done
+  build_pids=()
+}
+build_dirs=("$SMOKE_DIR/tiny")
+build_tiny "$SMOKE_DIR/tiny"
 if [[ " ${MODES[*]} " == *" longtail_"* ]]; then
-  log "building the long-tailed tiny model in $SMOKE_DIR/tiny_longtail"
-  "$PYTHON" -m verl_drpo.cpu.tiny --out "$SMOKE_DIR/tiny_longtail" --long-tail
+  build_dirs+=("$SMOKE_DIR/tiny_longtail")
+  build_tiny "$SMOKE_DIR/tiny_longtail" --long-tail
 fi
 
 # The recipe's plugin check (verl_drpo doctor) once here instead of once per run (it costs ~10-25 s each time).
@@ -115,38 +158,69 @@ done
 RAY_CPUS=16
 [[ " ${MODES[*]} " == *" fully_async "* ]] && RAY_CPUS=32
 
-RAY_PID= ray_tmp=
-cleanup() {
-  if [[ -n "$RAY_PID" ]]; then
-    log "stopping the Ray head (pid $RAY_PID)"
-    kill -TERM "$RAY_PID" 2>/dev/null || true
-    wait "$RAY_PID" 2>/dev/null || true
+# Lanes (SMOKE_JOBS of them at most): 'sync2' and 'resume' (which continues it) in lane 0, in the order given; each
+# other run goes to the lane with the least work so far (a run with 2 or more ranks counts 2, others 1), ties to the
+# first lane after sync2's. Empty lanes are dropped, so SMOKE_JOBS ends up the number of lanes that run something.
+run_cost() { case $1 in sync2|resume|separate_async*|fully_async|longtail_*) echo 2 ;; *) echo 1 ;; esac; }
+LANES=() LANE_COST=()
+for (( i = 0; i < SMOKE_JOBS; i++ )); do LANES[i]=""; LANE_COST[i]=0; done
+first_free=0
+[[ " ${MODES[*]} " == *" sync2 "* && SMOKE_JOBS -gt 1 ]] && first_free=1
+for mode in "${MODES[@]}"; do
+  lane=0
+  if [[ $mode != sync2 && $mode != resume ]]; then
+    lane=$first_free
+    for (( i = first_free + 1; i < SMOKE_JOBS; i++ )); do (( LANE_COST[i] < LANE_COST[lane] )) && lane=$i; done
   fi
-  # the Ray session's logs go with it unless KEEP_RAY_LOGS=1 (the runs' own logs stay in $SMOKE_DIR/logs)
-  if [[ -n "$ray_tmp" && "${KEEP_RAY_LOGS:-0}" != 1 ]]; then rm -rf "$ray_tmp"; fi
-}
-trap cleanup EXIT
+  LANES[lane]+=" $mode"; LANE_COST[lane]=$(( LANE_COST[lane] + $(run_cost "$mode") ))
+done
+used=()
+for lane in "${LANES[@]}"; do [[ -z $lane ]] || used+=("$lane"); done
+LANES=("${used[@]}") SMOKE_JOBS=${#used[@]}
 
-if [[ "$REUSE_RAY" == 1 ]]; then
-  # One Ray head for every run (saves its start-up per run). Its own port and temp dir, so it never touches another
-  # Ray instance on this machine; "GPU" resources are the CPU platform's worker slots (one per rank).
-  port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  ray_tmp=$(mktemp -d /tmp/vdrpo_ray.XXXXXX)
-  log "starting a Ray head on 127.0.0.1:$port (num_cpus=$RAY_CPUS, num_gpus=$MAX_RANKS)"
+free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Start Ray head <i> in the background: its own port and temp dir, so it never touches another Ray instance on this
+# machine; "GPU" resources are the CPU platform's worker slots (one per rank). Lanes each get their own head: verl's
+# TransferQueue controller is one named actor per Ray cluster, so two runs on one head would share it. Side by side,
+# the heads also get their own client-server, agent and worker ports (Ray's defaults are fixed numbers).
+start_ray_head() {
+  local i=$1 port tmp log_file=$SMOKE_DIR/logs/ray_head$([[ $1 == 0 ]] || echo "_$1").log
+  local -a ports=()
+  port=$(free_port)
+  tmp=$(mktemp -d /tmp/vdrpo_ray.XXXXXX)
+  RAY_TMPS+=("$tmp")
+  if (( SMOKE_JOBS > 1 )); then
+    ports=(--ray-client-server-port="$(free_port)" --dashboard-agent-listen-port="$(free_port)"
+           --min-worker-port=$(( 20000 + 2000 * i )) --max-worker-port=$(( 21999 + 2000 * i )))
+  fi
+  log "starting Ray head $i on 127.0.0.1:$port (num_cpus=$RAY_CPUS, num_gpus=$MAX_RANKS)"
   "$(dirname "$PYTHON")/ray" start --head --block --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$RAY_CPUS" \
-    --num-gpus="$MAX_RANKS" --include-dashboard=false --disable-usage-stats --temp-dir="$ray_tmp" \
-    > "$SMOKE_DIR/logs/ray_head.log" 2>&1 &
-  RAY_PID=$!
-  ray_up=0
+    --num-gpus="$MAX_RANKS" --include-dashboard=false --disable-usage-stats --temp-dir="$tmp" "${ports[@]}" \
+    > "$log_file" 2>&1 &
+  RAY_PIDS+=($!)
+  RAY_ADDRS+=("127.0.0.1:$port")
+  RAY_LOGS+=("$log_file")
+}
+wait_ray_head() {  # <i>: until a driver can connect to head i
+  local i=$1
   for _ in $(seq 1 120); do
-    if "$PYTHON" -c "import ray, sys; ray.init(address='127.0.0.1:$port', logging_level='ERROR'); sys.exit(0)" \
-       >/dev/null 2>&1; then ray_up=1; break; fi
-    kill -0 "$RAY_PID" 2>/dev/null || { cat "$SMOKE_DIR/logs/ray_head.log"; log "Ray head died"; exit 1; }
+    if "$PYTHON" -c "import ray, sys; ray.init(address='${RAY_ADDRS[i]}', logging_level='ERROR'); sys.exit(0)" \
+       >/dev/null 2>&1; then return 0; fi
+    kill -0 "${RAY_PIDS[i]}" 2>/dev/null || { cat "${RAY_LOGS[i]}"; log "Ray head $i died"; exit 1; }
     sleep 1
   done
-  (( ray_up )) || { tail -20 "$SMOKE_DIR/logs/ray_head.log"; log "Ray head not reachable after 120 s"; exit 1; }
-  export RAY_ADDRESS=127.0.0.1:$port
+  tail -20 "${RAY_LOGS[i]}"; log "Ray head $i not reachable after 120 s"; exit 1
+}
+
+if [[ "$REUSE_RAY" == 1 ]]; then
+  # One Ray head for every run of a lane (saves its start-up per run).
+  for (( i = 0; i < SMOKE_JOBS; i++ )); do start_ray_head "$i"; done
+  for (( i = 0; i < SMOKE_JOBS; i++ )); do wait_ray_head "$i"; done
+  export RAY_ADDRESS=${RAY_ADDRS[0]}
 fi
+
+wait_tiny
+log "set-up done"
 
 # Shrunk recipe settings: 8 prompts x 4 samples, 1 mini-batch per step, tiny lengths, no validation.
 # LR 1e-3: one step of weight staleness then moves |pi - mu| to ~1e-3, far above the 1e-4 anchor check, so the check
@@ -195,7 +269,10 @@ cpu_overrides() {
 
 metrics_of() { echo "$VERL_FILE_LOGGER_ROOT/$PROJECT_NAME/$1.jsonl"; }
 
-declare -A RESULT
+# Each run's verdict is a file (a lane is a subshell: a variable set there would not come back).
+results=$SMOKE_DIR/results
+rm -rf "$results" && mkdir -p "$results"
+record() { echo "$2" > "$results/$1"; }
 run_mode() {
   local mode=$1 loss=drpo trainer_mode=sync ranks=1 temperature=1.0 steps=2 staleness= delta=
   local -a env_extra=()
@@ -271,22 +348,38 @@ run_mode() {
   if (( rc != 0 )); then
     log "run $mode FAILED (exit $rc) after $(( SECONDS - t ))s; last lines of $out:"
     grep -v "target_num_threads" "$out" | tail -40
-    RESULT[$mode]="FAIL(exit $rc)"
+    record "$mode" "FAIL(exit $rc)"
     return 1
   fi
   if "$PYTHON" -m verl_drpo.launch.check_run "$(metrics_of "$mode")" --steps "$steps" --loss-mode "$loss" "${check[@]}"
   then
-    RESULT[$mode]="ok ($(( SECONDS - t ))s)"
+    record "$mode" "ok ($(( SECONDS - t ))s)"
   else
-    RESULT[$mode]="FAIL(metrics)"
+    record "$mode" "FAIL(metrics)"
     return 1
   fi
 }
 
+run_lane() {  # runs its runs one after the other
+  local mode lane_failed=0
+  for mode in "$@"; do run_mode "$mode" || lane_failed=1; done
+  return $lane_failed
+}
+
 failed=0
-for mode in "${MODES[@]}"; do
-  run_mode "$mode" || failed=1
-done
+if (( SMOKE_JOBS == 1 )); then
+  run_lane "${MODES[@]}" || failed=1
+else
+  lane_pids=()
+  for (( i = 0; i < SMOKE_JOBS; i++ )); do
+    [[ -n ${LANES[i]} ]] || continue
+    log "lane $i:${LANES[i]}"
+    # shellcheck disable=SC2086  # one word per run
+    ( export RAY_ADDRESS=${RAY_ADDRS[i]}; run_lane ${LANES[i]} ) &
+    lane_pids+=($!)
+  done
+  for pid in "${lane_pids[@]}"; do wait "$pid" || failed=1; done
+fi
 log "summary:"
-for mode in "${MODES[@]}"; do echo "  $mode: ${RESULT[$mode]:-not run}"; done
+for mode in "${MODES[@]}"; do echo "  $mode: $(cat "$results/$mode" 2>/dev/null || echo "not run")"; done
 exit $failed

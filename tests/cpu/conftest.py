@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,16 @@ def run_python():
     """``run_python(code, env_extra)``: run code in a fresh interpreter (verl loads plugins once per process, on
     ``import verl``), with the verl worker/platform variables of this process removed."""
     return _run_python
+
+
+_STARTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fresh-interpreter")
+
+
+@pytest.fixture(scope="module")
+def start_python():
+    """``start_python(code, env_extra)``: ``run_python`` started in the background; ``.result()`` waits for it. A
+    module starts its fresh interpreters together (each is one process importing verl: two at a time keep both cores
+    busy) and each test reads its own one."""
+    def start(code: str, env_extra: dict | None = None, timeout: int = 180) -> Future:
+        return _STARTER.submit(_run_python, code, env_extra, timeout)
+    return start

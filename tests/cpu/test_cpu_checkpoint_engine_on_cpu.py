@@ -71,17 +71,17 @@ def test_verl_still_has_no_cpu_engine_of_its_own():
         "shared memory), use it in scripts/smoke_cpu.sh and retire verl_drpo/cpu/checkpoint_engine.py")
 
 
-def test_registered_only_with_the_cpu_platform(run_python):
+def test_registered_only_with_the_cpu_platform(start_python):
     code = """
 import json, verl
 from verl.checkpoint_engine.base import CheckpointEngineRegistry
 cls = CheckpointEngineRegistry._registry.get("cpu_gloo")
 print(json.dumps(None if cls is None else cls.__module__))
 """
-    off = run_python(code, {})
+    off, on = start_python(code, {}), start_python(code, {"VERL_PLATFORM": "cpu"})  # both interpreters at once
+    off, on = off.result(), on.result()
     assert off.returncode == 0, off.stderr[-3000:]
     assert json.loads(off.stdout.strip().splitlines()[-1]) is None
-    on = run_python(code, {"VERL_PLATFORM": "cpu"})
     assert on.returncode == 0, on.stderr[-3000:]
     assert json.loads(on.stdout.strip().splitlines()[-1]) == "verl_drpo.cpu.checkpoint_engine"
 

