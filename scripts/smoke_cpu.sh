@@ -372,7 +372,6 @@ if (( SMOKE_JOBS == 1 )); then
 else
   lane_pids=()
   for (( i = 0; i < SMOKE_JOBS; i++ )); do
-    [[ -n ${LANES[i]} ]] || continue
     log "lane $i:${LANES[i]}"
     # shellcheck disable=SC2086  # one word per run
     ( export RAY_ADDRESS=${RAY_ADDRS[i]}; run_lane ${LANES[i]} ) &

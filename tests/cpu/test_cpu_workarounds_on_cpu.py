@@ -58,7 +58,7 @@ def fresh(start_python):
                                                       **_worker_env(_free_port())})}
 
 
-@pytest.mark.slow  # a fresh interpreter (run_python)
+@pytest.mark.slow  # a fresh interpreter (start_python)
 def test_backend_gap_verl_still_builds_a_duplicate_backend_string(fresh):
     r = fresh["verl_init"].result()
     assert r.returncode == 0, r.stderr[-3000:]
@@ -70,7 +70,7 @@ def test_backend_gap_verl_still_builds_a_duplicate_backend_string(fresh):
     assert "Duplicate device type cpu" in out, f"verl fails differently than expected: {out}"
 
 
-@pytest.mark.slow  # a fresh interpreter (run_python)
+@pytest.mark.slow  # a fresh interpreter (start_python)
 def test_backend_gap_workaround_makes_verl_init_a_no_op(fresh):
     r = fresh["plugin_init"].result()
     assert r.returncode == 0, r.stderr[-3000:]
