@@ -860,3 +860,16 @@ def test_the_moe_recipe_on_fsdp2_refuses_megatron_settings_instead_of_ignoring_t
         assert proc.returncode == 2 and calls == [] and name in proc.stderr and "ENGINE=megatron" in proc.stderr
     cfg, _ = composed(tmp_path, MOE, ENGINE="fsdp2")
     assert cfg.actor_rollout_ref.actor.strategy == "fsdp2" and "megatron" not in cfg.actor_rollout_ref.actor
+
+
+def test_the_moe_recipes_parallel_sizes_must_fit_the_trainers_gpus(tmp_path):
+    """megatron-core refuses a world size that is not a multiple of TP x PP x CP and of ETP x EP x PP, but only once
+    the workers start; the dry run says so first. separate_async on 8 GPUs leaves the trainer 4: EP 8 cannot fit."""
+    entry, overrides = recorded_overrides(tmp_path, MOE, TRAINER_MODE="separate_async")
+    with pytest.raises(dry_run.DryRunError, match=r"4 GPU\(s\).*ETP x EP x PP = 1 x 8 x 1 = 8"):
+        dry_run.run_dry(overrides, entry)
+    cfg, _ = composed(tmp_path, MOE, TRAINER_MODE="separate_async", ACTOR_EP=4)  # fits: composes
+    assert cfg.trainer.n_gpus_per_node == 4 and cfg.actor_rollout_ref.actor.megatron.expert_model_parallel_size == 4
+    entry, overrides = recorded_overrides(tmp_path, MOE, ACTOR_TP=3)
+    with pytest.raises(dry_run.DryRunError, match=r"8 GPU\(s\).*TP x PP x CP = 3 x 1 x 1 = 3"):
+        dry_run.run_dry(overrides, entry)
