@@ -35,6 +35,9 @@
 #                    checks steps, finiteness, DRPO metrics, no sample dropped as stale
 #   longtail_wait    (extra) separate_async with long-tailed response lengths (tiny --long-tail, up to 448 tokens),
 #   longtail_drop    STALENESS=1, strategy wait / drop, 6 steps: lag <= 1; wait evicts nothing (issue 19 item 3)
+#   bf16_rollout     (extra, a measurement) sync with vLLM sampling in bfloat16 while the actor stays float32 (the
+#                    smoke otherwise forces both to float32, whatever PRECISION says); no anchor-gap bound: compare
+#                    its abs_prob_diff_mean with sync's (docs/reproduction.md, precision settings)
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), SMOKE_DIR (work dir, default outputs/cpu_smoke),
 # RECIPE (recipe/drpo/run_drpo_gsm8k.sh), REUSE_RAY (1: one Ray head for all runs), SMOKE_TIMEOUT (s per run, 600),
@@ -54,7 +57,7 @@ SMOKE_DIR=${SMOKE_DIR:-$ROOT/outputs/cpu_smoke}
 RECIPE=${RECIPE:-recipe/drpo/run_drpo_gsm8k.sh}
 REUSE_RAY=${REUSE_RAY:-1}
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-600}
-ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv separate_async separate_async0 fully_async longtail_wait longtail_drop"
+ALL_MODES="sync2 resume colocate_async colocate_async2 vanilla prox sync dppo_tv separate_async separate_async0 fully_async longtail_wait longtail_drop bf16_rollout"
 MODES=("$@")
 (( ${#MODES[@]} )) || MODES=(sync2 resume colocate_async colocate_async2 vanilla)
 for m in "${MODES[@]}"; do
@@ -279,6 +282,7 @@ run_mode() {
   local -a extra=(trainer.resume_mode=disable actor_rollout_ref.actor.use_torch_compile=False) check=()
   case "$mode" in
     sync)            check=(--max-anchor-gap 1e-4 --ragged) ;;
+    bf16_rollout)    extra+=(actor_rollout_ref.rollout.dtype=bfloat16) ;;  # after the CPU overrides' float32: wins
     sync2)           ranks=2 steps=3
                      extra=(trainer.resume_mode=disable actor_rollout_ref.actor.use_torch_compile=True
                             trainer.save_freq=2)

@@ -25,6 +25,10 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "${DRPO_REPO_ROOT}/.venv/bin/python" ]]; then PYTHON=${DRPO_REPO_ROOT}/.venv/bin/python; else PYTHON=python3; fi
 fi
 TRAINER_MODES="sync colocate_async separate_async fully_async"
+# A recipe's own engine and rollout settings (the MoE recipe's Megatron parallelism and router replay), which its
+# dataset-and-model block may set; empty here, so nothing from the caller's environment can slip in.
+RECIPE_ACTOR_OVERRIDES=()
+RECIPE_ROLLOUT_OVERRIDES=()
 
 drpo_fail() { echo "$(basename "$0"): $*" >&2; exit 2; }
 
@@ -231,6 +235,7 @@ drpo_override_groups() {
     actor_rollout_ref.model.use_remove_padding=True
     actor_rollout_ref.model.enable_gradient_checkpointing=True
     "${ENGINE_OVERRIDES[@]}"  # ENGINE and its training PRECISION (drpo_backend_overrides)
+    "${RECIPE_ACTOR_OVERRIDES[@]}"  # the recipe's own engine settings, if any (run_drpo_moe_qwen3_30b_a3b.sh)
     "actor_rollout_ref.actor.optim.lr=${LR}"
     actor_rollout_ref.actor.optim.clip_grad=1.0
     "actor_rollout_ref.actor.ppo_mini_batch_size=${PPO_MINI_BATCH_SIZE}"
@@ -255,6 +260,7 @@ drpo_override_groups() {
   )
   ROLLOUT=(  # vLLM or SGLang, async agent loop (verl's only rollout mode), the full untruncated sampling distribution
     "${ROLLOUT_OVERRIDES[@]}"  # ROLLOUT and its PRECISION (drpo_backend_overrides)
+    "${RECIPE_ROLLOUT_OVERRIDES[@]}"  # the recipe's own rollout settings, if any
     actor_rollout_ref.rollout.mode=async
     "actor_rollout_ref.rollout.n=${ROLLOUT_N}"
     "actor_rollout_ref.rollout.temperature=${TEMPERATURE}"

@@ -14,7 +14,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"   # PYTHON (the project's .venv by default) and the helpers
 for arg in "$@"; do [[ $arg == -h || $arg == --help ]] && { drpo_help "${BASH_SOURCE[0]}"; exit 0; }; done
 
-RECIPE=${RECIPE:-gsm8k}                              # gsm8k | math | dapo_qwen3_4b -> run_drpo_<recipe>.sh
+RECIPE=${RECIPE:-gsm8k}                              # gsm8k | math | dapo_qwen3_4b | moe_qwen3_30b_a3b
 LOSS_MODES=${LOSS_MODES:-drpo dppo_tv vanilla}
 SEEDS=${SEEDS:-1 2 3}
 KEEP_GOING=${KEEP_GOING:-0}                          # 1: go on after a failed run
@@ -22,7 +22,7 @@ DRY_RUN=${DRY_RUN:-0}                                # 1: validate every run, wr
 SKIP_DOCTOR=${SKIP_DOCTOR:-0}
 export VERL_FILE_LOGGER_ROOT=${VERL_FILE_LOGGER_ROOT:-$PWD/runs}
 LOG_DIR=${LOG_DIR:-${VERL_FILE_LOGGER_ROOT}/logs}    # one appended log per experiment
-drpo_require_choice RECIPE gsm8k math dapo_qwen3_4b
+drpo_require_choice RECIPE gsm8k math dapo_qwen3_4b moe_qwen3_30b_a3b
 drpo_require_choice KEEP_GOING 0 1
 drpo_require_choice DRY_RUN 0 1
 drpo_require_choice SKIP_DOCTOR 0 1

@@ -11,7 +11,7 @@ import pytest
 from verl_drpo import modes
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-RECIPES = ("run_drpo_gsm8k.sh", "run_drpo_math.sh", "run_drpo_dapo_qwen3_4b.sh", "sweep.sh")
+RECIPES = ("run_drpo_gsm8k.sh", "run_drpo_math.sh", "run_drpo_dapo_qwen3_4b.sh", "run_drpo_moe_qwen3_30b_a3b.sh", "sweep.sh")
 VARIABLE = re.compile(r"^(?:export )?([A-Z][A-Z0-9_]*)=\$\{\1:-(.*?)\}(?:\s+#.*)?$")
 
 

@@ -28,6 +28,7 @@ RECIPES = {
     "gsm8k": os.path.join(RECIPE_DIR, "run_drpo_gsm8k.sh"),
     "math": os.path.join(RECIPE_DIR, "run_drpo_math.sh"),
     "dapo_qwen3_4b": os.path.join(RECIPE_DIR, "run_drpo_dapo_qwen3_4b.sh"),
+    "moe_qwen3_30b_a3b": os.path.join(RECIPE_DIR, "run_drpo_moe_qwen3_30b_a3b.sh"),
 }
 SWEEP = os.path.join(RECIPE_DIR, "sweep.sh")
 FAKE_PYTHON = os.path.join(os.path.dirname(__file__), "fake_python.sh")
@@ -120,7 +121,8 @@ def test_recipe_dry_run_end_to_end(tmp_path, recipe):
     assert settings["calculate_entropy"] is True and settings["entropy_coeff"] == 0
     assert settings["rollout_name"] == "vllm" and settings["rollout_mode"] == "async"
     assert settings["temperature"] == 1.0
-    assert settings["optimizer_steps_per_rollout"] == 4
+    assert settings["optimizer_steps_per_rollout"] == (8 if recipe == "moe_qwen3_30b_a3b" else 4)  # 256 / 32
+    assert settings["actor_strategy"] == ("megatron" if recipe == "moe_qwen3_30b_a3b" else "fsdp2")
     assert settings["logger"] == ["console", "file"]
 
 
@@ -757,7 +759,7 @@ def test_a_sweep_of_no_seeds_is_refused_not_validated(tmp_path, seeds):
     assert proc.returncode == 2 and "SEEDS is empty" in proc.stderr and "validated" not in proc.stdout
 
 
-@pytest.mark.parametrize("recipe", ["math", "dapo_qwen3_4b"])
+@pytest.mark.parametrize("recipe", ["math", "dapo_qwen3_4b", "moe_qwen3_30b_a3b"])
 def test_model_size_is_refused_by_the_one_model_recipes(tmp_path, recipe):
     proc, calls = record_calls(tmp_path, recipe, DRY_RUN=1, MODEL_SIZE="7B")
     assert proc.returncode == 2 and calls == [] or not any("dry_run" in " ".join(c) for c in calls)
@@ -774,7 +776,7 @@ def test_staleness_with_sync_is_refused_not_ignored(tmp_path, staleness):
 def test_sweep_bad_value_is_one_clear_line(tmp_path):
     proc, calls = _sweep(tmp_path, RECIPE="gsm9k")
     assert proc.returncode == 2 and calls == []
-    assert proc.stderr.strip() == "sweep.sh: RECIPE=gsm9k: must be one of: gsm8k math dapo_qwen3_4b"
+    assert proc.stderr.strip() == "sweep.sh: RECIPE=gsm9k: must be one of: gsm8k math dapo_qwen3_4b moe_qwen3_30b_a3b"
 
 
 @pytest.mark.parametrize("engine", ["fsdp2", "megatron"])
@@ -800,7 +802,7 @@ def test_engine_rollout_and_precision_compose_from_verls_own_keys(tmp_path, engi
 
 
 # ----------------------------------------------------------------------------------------- vLLM's share of a GPU
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("recipe", sorted(set(RECIPES) - {"moe_qwen3_30b_a3b"}))  # the MoE recipe's own: below
 @pytest.mark.parametrize("trainer_mode,share", [("sync", 0.6), ("colocate_async", 0.6),
                                                 ("separate_async", 0.8), ("fully_async", 0.8)])
 def test_vllms_memory_share_follows_the_trainer_mode_and_a_set_value_wins(tmp_path, recipe, trainer_mode, share):
@@ -855,3 +857,96 @@ def test_a_kl_term_gets_a_reference_worker_that_verl_accepts(tmp_path, dynamic):
     assert ref.log_prob_max_token_len_per_gpu == 3 * (512 + 1024)
     _, overrides = recorded_overrides(tmp_path, "gsm8k", "++algorithm.use_kl_in_reward=true")
     assert set(REF_LOG_PROB_KEYS) <= _keys(overrides)
+
+
+# ----------------------------------------------------------------------------------------- the MoE recipe (Megatron)
+MOE = "moe_qwen3_30b_a3b"
+MEGATRON_KEY = "actor_rollout_ref.actor.megatron."
+
+
+def test_the_moe_recipe_is_verls_dppo_example_on_megatron(tmp_path):
+    """Issue 21 item 2: verl's examples/dppo_trainer/run_qwen3_30b_a3b_megatron.sh, composed against verl's Megatron
+    config (model_engine=megatron) with DRPO's anchor and loss; composed only, never run here."""
+    cfg, report = composed(tmp_path, MOE)
+    s, arr = report.settings, cfg.actor_rollout_ref
+    assert s["model"] == "Qwen/Qwen3-30B-A3B-Base" and s["actor_strategy"] == "megatron"
+    assert [os.path.basename(f) for f in (s["train_files"], s["val_files"])] == ["train.parquet", "aime24.parquet"]
+    assert (s["train_batch_size"], s["ppo_mini_batch_size"], s["rollout_n"]) == (256, 32, 16)
+    assert s["max_response_length"] == 8192 == arr.actor.loss_scale_factor and s["lr"] == 1e-6
+    assert s["loss_agg_mode"] == "seq-mean-token-sum-norm" and s["bypass_mode"] is True
+    assert arr.actor.use_dynamic_bsz is True and arr.actor.ppo_max_token_len_per_gpu == 30720
+    assert arr.rollout.tensor_model_parallel_size == 4 and arr.rollout.gpu_memory_utilization == 0.8
+    # the example's one budget reaches the old-log-prob pass where verl runs one (drpo_prox); none in bypass mode
+    _, overrides = recorded_overrides(tmp_path, MOE, LOSS_MODE="drpo_prox")
+    assert "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=30720" in overrides
+    mc = arr.actor.megatron
+    assert (mc.tensor_model_parallel_size, mc.pipeline_model_parallel_size, mc.expert_model_parallel_size,
+            mc.expert_tensor_parallel_size) == (2, 1, 8, 1)
+    assert mc.param_offload and mc.optimizer_offload and mc.use_mbridge
+    tc = mc.override_transformer_config
+    assert tc.moe_router_dtype == "fp32" and tc.moe_permute_fusion is True
+    assert (tc.recompute_method, tc.recompute_granularity, tc.recompute_num_layers) == ("uniform", "full", 1)
+    assert mc.router_replay.mode == "disabled" and arr.rollout.enable_rollout_routing_replay is False
+
+
+@pytest.mark.parametrize("trainer_mode", ["sync", "colocate_async"])
+def test_the_moe_recipes_vllm_share_is_its_own_in_every_colocated_mode(tmp_path, trainer_mode):
+    """The DPPO example's 0.8 even colocated: its Megatron actor offloads weights and optimizer while vLLM generates,
+    so vLLM does not share the GPU with the actor's resident state (the reason the other recipes take 0.6 there)."""
+    cfg, report = composed(tmp_path, MOE, TRAINER_MODE=trainer_mode)
+    assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == 0.8 == report.settings["gpu_memory_utilization"]
+    cfg, _ = composed(tmp_path, MOE, TRAINER_MODE=trainer_mode, GPU_MEMORY_UTILIZATION="0.5")
+    assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == 0.5
+
+
+def test_the_moe_recipe_has_drpo_and_dppo_one_variable_apart(tmp_path):
+    """LOSS_MODE alone switches DRPO to the DPPO example's dppo_tv (0.15 / 0.15, clip_ratio_c 10000): nothing else in
+    the command line differs but the experiment name."""
+    _, drpo = recorded_overrides(tmp_path, MOE)
+    entry, dppo = recorded_overrides(tmp_path, MOE, LOSS_MODE="dppo_tv")
+    differ = {o.split("=", 1)[0].lstrip("+") for o in set(drpo) ^ set(dppo)}
+    assert differ and all(k.startswith("actor_rollout_ref.actor.") or k == "trainer.experiment_name"
+                          for k in differ), differ
+    assert not any(k.startswith(MEGATRON_KEY) or "rollout." in k for k in differ), differ
+    s = dry_run.run_dry(dppo, entry).settings
+    assert (s["loss_mode"], s["clip_ratio_low"], s["clip_ratio_high"], s["clip_ratio_c"]) == ("dppo_tv", 0.15, 0.15,
+                                                                                              10000.0)
+
+
+def test_the_moe_recipes_router_replay_r3_composes_from_verls_keys(tmp_path):
+    cfg, _ = composed(tmp_path, MOE, ROUTER_REPLAY="R3")  # the dry run converts the actor to McoreActorConfig
+    assert cfg.actor_rollout_ref.actor.megatron.router_replay.mode == "R3"
+    assert cfg.actor_rollout_ref.rollout.enable_rollout_routing_replay is True
+
+
+def test_router_replay_r2_is_one_line_and_is_verls_own_rule(tmp_path):
+    """verl 0.9.1's validate_config refuses R2 with bypass_mode=True (the anchor); the recipe says so before anything
+    starts, and the dry run shows the refusal is verl's (if verl lifts it, this test says the recipe may allow R2)."""
+    proc, calls = record_calls(tmp_path, MOE, ROUTER_REPLAY="R2")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and calls == [] and len(lines) == 1, proc.stderr
+    assert "ROUTER_REPLAY=R2" in lines[0] and "bypass_mode" in lines[0] and "R3" in lines[0]
+    entry, overrides = recorded_overrides(tmp_path, MOE)
+    with pytest.raises(dry_run.DryRunError, match="bypass_mode"):
+        dry_run.run_dry([*overrides, f"{MEGATRON_KEY}router_replay.mode=R2"], entry)
+
+
+def test_the_moe_recipe_on_fsdp2_refuses_megatron_settings_instead_of_ignoring_them(tmp_path):
+    for env, name in (({"ACTOR_EP": "4"}, "ACTOR_EP=4"), ({"ROUTER_REPLAY": "R3"}, "ROUTER_REPLAY=R3")):
+        proc, calls = record_calls(tmp_path, MOE, ENGINE="fsdp2", **env)
+        assert proc.returncode == 2 and calls == [] and name in proc.stderr and "ENGINE=megatron" in proc.stderr
+    cfg, _ = composed(tmp_path, MOE, ENGINE="fsdp2")
+    assert cfg.actor_rollout_ref.actor.strategy == "fsdp2" and "megatron" not in cfg.actor_rollout_ref.actor
+
+
+def test_the_moe_recipes_parallel_sizes_must_fit_the_trainers_gpus(tmp_path):
+    """megatron-core refuses a world size that is not a multiple of TP x PP x CP and of ETP x EP x PP, but only once
+    the workers start; the dry run says so first. separate_async on 8 GPUs leaves the trainer 4: EP 8 cannot fit."""
+    entry, overrides = recorded_overrides(tmp_path, MOE, TRAINER_MODE="separate_async")
+    with pytest.raises(dry_run.DryRunError, match=r"4 GPU\(s\).*ETP x EP x PP = 1 x 8 x 1 = 8"):
+        dry_run.run_dry(overrides, entry)
+    cfg, _ = composed(tmp_path, MOE, TRAINER_MODE="separate_async", ACTOR_EP=4)  # fits: composes
+    assert cfg.trainer.n_gpus_per_node == 4 and cfg.actor_rollout_ref.actor.megatron.expert_model_parallel_size == 4
+    entry, overrides = recorded_overrides(tmp_path, MOE, ACTOR_TP=3)
+    with pytest.raises(dry_run.DryRunError, match=r"8 GPU\(s\).*TP x PP x CP = 3 x 1 x 1 = 3"):
+        dry_run.run_dry(overrides, entry)

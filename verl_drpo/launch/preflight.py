@@ -7,6 +7,7 @@
 - `trainer_start_problems`: the assertions verl's trainers make in their constructors, i.e. only once Ray and the
   workers are up. verl has no public function for them, so each is mirrored here once, with the verl file and the
   source line it mirrors (`MIRRORED_CHECKS`); a test fails if that line changes in the installed verl.
+  Also the Megatron actor's parallel sizes against its GPUs (`megatron_parallel_problems`: megatron-core's rule).
 
 Configs are OmegaConf DictConfigs of verl's `ppo_trainer` (or `fully_async_ppo_trainer`) as Hydra composes them.
 """
@@ -242,6 +243,27 @@ MIRRORED_CHECKS: tuple[MirroredCheck, ...] = (
 )
 
 
+def megatron_parallel_problems(cfg: Any) -> list[str]:
+    """The Megatron actor's parallel sizes against the trainer's GPUs. megatron-core's initialize_model_parallel
+    (megatron/core/parallel_state.py, not part of verl) raises once the workers start unless the world size is a
+    multiple of both TP x PP x CP (the dense layers) and ETP x EP x PP (the experts; ETP defaults to TP)."""
+    if select(cfg, "actor_rollout_ref.actor.strategy") != "megatron":
+        return []
+    mc = cfg.actor_rollout_ref.actor.megatron
+    world = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
+    tp, pp, cp, ep = (mc.tensor_model_parallel_size, mc.pipeline_model_parallel_size, mc.context_parallel_size,
+                      mc.expert_model_parallel_size)
+    etp = mc.expert_tensor_parallel_size if mc.expert_tensor_parallel_size is not None else tp
+    problems = []
+    for what, size in ((f"TP x PP x CP = {tp} x {pp} x {cp}", tp * pp * cp),
+                       (f"ETP x EP x PP = {etp} x {ep} x {pp}", etp * ep * pp)):
+        if world % size:
+            problems.append(f"actor_rollout_ref.actor.megatron: the trainer's {world} GPU(s) (trainer.n_gpus_per_node"
+                            f" x trainer.nnodes) are not a multiple of {what} = {size}; megatron-core refuses this at"
+                            " start-up")
+    return problems
+
+
 def trainer_start_problems(cfg: Any, entry: str = "main_ppo") -> list[str]:
     """What verl's trainer for `entry` (and, for main_ppo, `trainer.v1.trainer_mode`) would reject at start-up, and
     the configurations a loss mode refuses (`decoupled_input_problems`)."""
@@ -261,6 +283,7 @@ def trainer_start_problems(cfg: Any, entry: str = "main_ppo") -> list[str]:
     except Exception as exc:  # noqa: BLE001  (verl raises ValueError/AssertionError; Hydra may wrap them)
         cause = exc.__cause__ or exc
         problems.append(f"actor_rollout_ref.rollout: {type(cause).__name__}: {cause}")
+    problems += megatron_parallel_problems(cfg)
     for check in MIRRORED_CHECKS:
         if check.applies(entry, mode):
             problem = check.problem(cfg)
